@@ -1,0 +1,47 @@
+"""The public kernels: validate with dwcy._args, allocate the output, run the compiled kernel."""
+
+import numpy as np
+
+from . import _args
+from ._kernels import _native as _kernels
+
+__all__ = ["depthwise_conv2d"]
+
+
+def _threads(num_threads):
+    # 0 tells the kernels to use OpenMP's current default (OMP_NUM_THREADS, threadpoolctl limits).
+    return 0 if num_threads is None else _args.resolve_num_threads(num_threads)
+
+
+def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, activation=None, out=None,
+                     num_threads=None):
+    """Depthwise 2-D convolution of an NHWC batch: every channel convolved with its own filter.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C)
+        Input, float32 or float64 (any layout or byte order; copied once if not C-contiguous native).
+    weight : array_like, shape (KH, KW, C) or (KH, KW, C, M)
+        Filters; with a channel multiplier M, output channel ``c*M + m`` uses ``weight[..., c, m]``.
+    bias : array_like, shape (C*M,), optional
+    stride, dilation : int or (int, int)
+        Each >= 1.
+    padding : "valid", "same", int, (ph, pw) or ((top, bottom), (left, right))
+        Zero padding; "same" follows TensorFlow (OH = ceil(H / stride), the odd pixel at the bottom/right).
+    activation : None, "relu", "relu6" or "hardswish"
+        Applied after the bias. NaN propagates as in NumPy.
+    out : ndarray, shape (N, OH, OW, C*M), optional
+        C-contiguous, writeable, of x's dtype, sharing no memory with an input. It is returned.
+    num_threads : int, optional
+        Threads to use; None means OpenMP's default (``OMP_NUM_THREADS``, threadpoolctl limits).
+        The result is bitwise identical for any thread count.
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, C*M), the dtype of x
+    """
+    threads = _threads(num_threads)
+    a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
+    y = np.empty(a.geometry.out_shape, a.x.dtype) if a.out is None else a.out
+    _kernels.depthwise(a.x, a.weight, a.bias, y, a.geometry, a.activation, threads)
+    return y

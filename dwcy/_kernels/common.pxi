@@ -1,0 +1,102 @@
+# Shared by every kernel: OpenMP access that compiles without OpenMP, thread counts, activations.
+#
+# Included (not cimported) so that each per-SIMD-level module compiles its own copy.
+
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define DWCY_OPENMP 1
+    #define DWCY_OPENMP_VERSION _OPENMP
+    #else
+    #define DWCY_OPENMP 0
+    #define DWCY_OPENMP_VERSION 0
+    static inline int omp_get_max_threads(void) { return 1; }
+    static inline int omp_get_thread_num(void) { return 0; }
+    #endif
+    #if defined(__clang__)
+    #define DWCY_COMPILER "clang " __clang_version__
+    #define DWCY_OPENMP_RUNTIME "libomp (LLVM OpenMP)"
+    #elif defined(__GNUC__)
+    #define DWCY_COMPILER "gcc " __VERSION__
+    #define DWCY_OPENMP_RUNTIME "libgomp (GNU OpenMP)"
+    #elif defined(_MSC_VER)
+    #define DWCY_COMPILER "msvc"
+    #define DWCY_OPENMP_RUNTIME "vcomp (MSVC OpenMP)"
+    #else
+    #define DWCY_COMPILER "unknown"
+    #define DWCY_OPENMP_RUNTIME "unknown"
+    #endif
+    #ifndef DWCY_BUILD_FLAGS
+    #define DWCY_BUILD_FLAGS ""
+    #endif
+    """
+    bint DWCY_OPENMP
+    int DWCY_OPENMP_VERSION
+    const char *DWCY_COMPILER
+    const char *DWCY_OPENMP_RUNTIME
+    const char *DWCY_BUILD_FLAGS
+    int omp_get_max_threads() noexcept nogil
+    int omp_get_thread_num() noexcept nogil
+
+cdef extern from "microkernels.h":
+    const char *DWCY_SIMD_LEVEL
+
+
+# Activation codes: the index of the name in dwcy._args.ACTIVATIONS.
+cdef enum Activation:
+    ACT_NONE = 0
+    ACT_RELU = 1
+    ACT_RELU6 = 2
+    ACT_HARDSWISH = 3
+
+
+def build_info():
+    """What this extension was compiled with (for ``dwcy.show_config``)."""
+    return {
+        "simd_level": DWCY_SIMD_LEVEL.decode(),
+        "compiler": DWCY_COMPILER.decode(),
+        "flags": DWCY_BUILD_FLAGS.decode(),
+        "openmp": bool(DWCY_OPENMP),
+        "openmp_version": DWCY_OPENMP_VERSION,
+        "openmp_runtime": DWCY_OPENMP_RUNTIME.decode() if DWCY_OPENMP else None,
+    }
+
+
+def max_threads():
+    """The thread count a call with ``num_threads=None`` would use (OpenMP's current default)."""
+    return omp_get_max_threads()
+
+
+cdef inline int _threads_for(int requested, Py_ssize_t work_items) noexcept nogil:
+    """Threads for a parallel loop: the request (0: OpenMP's default), never more than the work items."""
+    cdef int n = requested if requested > 0 else omp_get_max_threads()
+    if n > work_items:
+        n = <int>work_items
+    return n if n > 0 else 1
+
+
+cdef inline void _activate(floating *y, Py_ssize_t count, int activation) noexcept nogil:
+    """Apply an activation in place. NaN stays NaN, as in NumPy: no ``fmax``, no ``x > 0 ? x : 0``."""
+    cdef Py_ssize_t i
+    cdef floating v, t
+    if activation == ACT_RELU:
+        for i in range(count):
+            v = y[i]
+            y[i] = 0 if v < 0 else v
+    elif activation == ACT_RELU6:
+        for i in range(count):
+            v = y[i]
+            v = 0 if v < 0 else v
+            y[i] = 6 if v > 6 else v
+    elif activation == ACT_HARDSWISH:
+        # x * clip(x + 3, 0, 6) / 6, in the reference's order of operations.
+        for i in range(count):
+            v = y[i]
+            t = v + 3
+            t = 0 if t < 0 else t
+            t = 6 if t > 6 else t
+            y[i] = v * t / 6
