@@ -10,7 +10,7 @@
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import reference
-from ._api import depthwise_conv2d
+from ._api import depthwise_conv2d, pointwise_conv2d, separable_conv2d
 from ._args import ACTIVATIONS
 from ._config import config, show_config
 
@@ -19,4 +19,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
     __version__ = "0+unknown"
 
-__all__ = ["depthwise_conv2d", "reference", "show_config", "config", "ACTIVATIONS", "__version__"]
+__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "reference", "show_config", "config", "ACTIVATIONS", "__version__"]

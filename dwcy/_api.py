@@ -5,7 +5,7 @@ import numpy as np
 from . import _args
 from ._kernels import _native as _kernels
 
-__all__ = ["depthwise_conv2d"]
+__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d"]
 
 
 def _threads(num_threads):
@@ -44,4 +44,68 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
     y = np.empty(a.geometry.out_shape, a.x.dtype) if a.out is None else a.out
     _kernels.depthwise(a.x, a.weight, a.bias, y, a.geometry, a.activation, threads)
+    return y
+
+
+def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_threads=None):
+    """Pointwise (1x1) convolution of an NHWC batch: ``activation(x.reshape(-1, Cin) @ weight + bias)``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, Cin)
+        Input, float32 or float64 (any layout or byte order; copied once if not C-contiguous native).
+    weight : array_like, shape (Cin, Cout) or (1, 1, Cin, Cout)
+    bias : array_like, shape (Cout,), optional
+    activation : None, "relu", "relu6" or "hardswish"
+        Applied after the bias. NaN propagates as in NumPy.
+    out : ndarray, shape (N, H, W, Cout), optional
+        C-contiguous, writeable, of x's dtype, sharing no memory with an input. It is returned.
+    num_threads : int, optional
+        Threads to use; None means OpenMP's default. The result is bitwise identical for any thread count.
+
+    Returns
+    -------
+    ndarray, shape (N, H, W, Cout), the dtype of x
+    """
+    threads = _threads(num_threads)
+    a = _args.pointwise(x, weight, bias, activation, out)
+    y = np.empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
+    _kernels.pointwise(a.x, a.weight, a.bias, y, a.activation, threads)
+    return y
+
+
+def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, *, stride=1,
+                     padding="valid", dilation=1, depthwise_activation=None, activation=None, out=None,
+                     num_threads=None):
+    """The MobileNet block in one fused call: depthwise -> bias -> activation -> pointwise -> bias -> activation.
+
+    Equal to ``pointwise_conv2d(depthwise_conv2d(x, depthwise_weight, depthwise_bias, ...,
+    activation=depthwise_activation), pointwise_weight, pointwise_bias, activation=activation)``, bit for
+    bit, but computed band by band so the intermediate tensor is never allocated.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C)
+    depthwise_weight : array_like, shape (KH, KW, C) or (KH, KW, C, M)
+    pointwise_weight : array_like, shape (C*M, Cout) or (1, 1, C*M, Cout)
+    depthwise_bias : array_like, shape (C*M,), optional
+    pointwise_bias : array_like, shape (Cout,), optional
+    stride, padding, dilation :
+        Of the depthwise stage, as in :func:`depthwise_conv2d`.
+    depthwise_activation, activation : None, "relu", "relu6" or "hardswish"
+        After the depthwise and the pointwise stage.
+    out : ndarray, shape (N, OH, OW, Cout), optional
+    num_threads : int, optional
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, Cout), the dtype of x
+    """
+    threads = _threads(num_threads)
+    a = _args.separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding,
+                        dilation, depthwise_activation, activation, out, num_threads)
+    dw = a.depthwise
+    y = np.empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
+    _kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
+                       dw.activation, a.activation, threads)
     return y

@@ -3,7 +3,7 @@
 # Included (not cimported) so that each per-SIMD-level module compiles its own copy.
 
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cdef extern from *:
     """
@@ -46,14 +46,6 @@ cdef extern from "microkernels.h":
     const char *DWCY_SIMD_LEVEL
 
 
-# Activation codes: the index of the name in dwcy._args.ACTIVATIONS.
-cdef enum Activation:
-    ACT_NONE = 0
-    ACT_RELU = 1
-    ACT_RELU6 = 2
-    ACT_HARDSWISH = 3
-
-
 def build_info():
     """What this extension was compiled with (for ``dwcy.show_config``)."""
     return {
@@ -77,26 +69,3 @@ cdef inline int _threads_for(int requested, Py_ssize_t work_items) noexcept nogi
     if n > work_items:
         n = <int>work_items
     return n if n > 0 else 1
-
-
-cdef inline void _activate(floating *y, Py_ssize_t count, int activation) noexcept nogil:
-    """Apply an activation in place. NaN stays NaN, as in NumPy: no ``fmax``, no ``x > 0 ? x : 0``."""
-    cdef Py_ssize_t i
-    cdef floating v, t
-    if activation == ACT_RELU:
-        for i in range(count):
-            v = y[i]
-            y[i] = 0 if v < 0 else v
-    elif activation == ACT_RELU6:
-        for i in range(count):
-            v = y[i]
-            v = 0 if v < 0 else v
-            y[i] = 6 if v > 6 else v
-    elif activation == ACT_HARDSWISH:
-        # x * clip(x + 3, 0, 6) / 6, in the reference's order of operations.
-        for i in range(count):
-            v = y[i]
-            t = v + 3
-            t = 0 if t < 0 else t
-            t = 6 if t > 6 else t
-            y[i] = v * t / 6

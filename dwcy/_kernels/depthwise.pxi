@@ -26,22 +26,22 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_LANES_F64
     void dwcy_dw_f32_tile(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                           const float *w, Py_ssize_t w_row_step, int nkh, int nkw, const float *bias,
-                          float *y, Py_ssize_t y_pix_step) noexcept
+                          float *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_f32_1x(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const float *w, Py_ssize_t w_row_step, int nkh, int nkw, const float *bias,
-                        float *y, Py_ssize_t y_pix_step) noexcept
+                        float *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
-                            int nc) noexcept
+                            int nc, int activation) noexcept
     void dwcy_dw_f64_tile(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                           const double *w, Py_ssize_t w_row_step, int nkh, int nkw, const double *bias,
-                          double *y, Py_ssize_t y_pix_step) noexcept
+                          double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_f64_1x(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const double *w, Py_ssize_t w_row_step, int nkh, int nkw, const double *bias,
-                        double *y, Py_ssize_t y_pix_step) noexcept
+                        double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_tail_double(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, const double *w,
                              Py_ssize_t w_row_step, int nkh, int nkw, const double *bias, double *y,
-                             int nc) noexcept
+                             int nc, int activation) noexcept
 
 
 ctypedef struct DwGeometry:
@@ -53,7 +53,8 @@ ctypedef struct DwGeometry:
     int activation
 
 
-cdef inline int _lanes(floating *dummy) noexcept nogil:
+cdef inline int _lanes(const floating *dummy) noexcept nogil:
+    """Elements of one 64-byte vector: 16 floats or 8 doubles (the type of the unused argument picks)."""
     if floating is float:
         return DWCY_LANES_F32
     else:
@@ -108,13 +109,13 @@ cdef inline void _dw_pixel(const floating *x, Py_ssize_t row_step, Py_ssize_t ci
     cdef floating *yp = y + ow * co
     if nc < lanes:
         if floating is float:
-            dwcy_dw_tail_float(xp, row_step, g.dw * ci, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, nc)
+            dwcy_dw_tail_float(xp, row_step, g.dw * ci, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, nc, g.activation)
         else:
-            dwcy_dw_tail_double(xp, row_step, g.dw * ci, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, nc)
+            dwcy_dw_tail_double(xp, row_step, g.dw * ci, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, nc, g.activation)
     elif floating is float:
-        dwcy_dw_f32_1x(xp, row_step, g.dw * ci, 0, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, 0)
+        dwcy_dw_f32_1x(xp, row_step, g.dw * ci, 0, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, 0, g.activation)
     else:
-        dwcy_dw_f64_1x(xp, row_step, g.dw * ci, 0, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, 0)
+        dwcy_dw_f64_1x(xp, row_step, g.dw * ci, 0, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, 0, g.activation)
 
 
 cdef void _dw_row(const floating *x, Py_ssize_t row_step, Py_ssize_t ci, const DwGeometry *g,
@@ -151,25 +152,24 @@ cdef void _dw_row(const floating *x, Py_ssize_t row_step, Py_ssize_t ci, const D
         while ow + pixels <= ow_hi:
             if floating is float:
                 dwcy_dw_f32_tile(xi, row_step, col_step, pix_step, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                                 bpack + b * lanes, y + ow * co + b * lanes, co)
+                                 bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
             else:
                 dwcy_dw_f64_tile(xi, row_step, col_step, pix_step, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                                 bpack + b * lanes, y + ow * co + b * lanes, co)
+                                 bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
             ow += pixels
             xi += pixels * pix_step
         while ow < ow_hi:
             if floating is float:
                 dwcy_dw_f32_1x(xi, row_step, col_step, 0, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                               bpack + b * lanes, y + ow * co + b * lanes, 0)
+                               bpack + b * lanes, y + ow * co + b * lanes, 0, g.activation)
             else:
                 dwcy_dw_f64_1x(xi, row_step, col_step, 0, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                               bpack + b * lanes, y + ow * co + b * lanes, 0)
+                               bpack + b * lanes, y + ow * co + b * lanes, 0, g.activation)
             ow += 1
             xi += pix_step
         w = wpack + b * taps * lanes
         for ow in range(ow_hi, g.ow):
             _dw_pixel(xb, row_step, ci, g, ow, w, kh0, nkh, bpack + b * lanes, y + b * lanes, co, lanes, lanes)
-    _activate(y, g.ow * co, g.activation)
 
 
 cdef void _expand_rows(const floating *x, const DwGeometry *g, Py_ssize_t ih0, Py_ssize_t nkh,
@@ -188,8 +188,8 @@ cdef void _expand_rows(const floating *x, const DwGeometry *g, Py_ssize_t ih0, P
 
 
 cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item, const floating *wpack,
-                         const floating *bpack, floating *y, floating *expand_buf) noexcept nogil:
-    """Work item ``item`` = n * out_h + oh: one output row."""
+                         const floating *bpack, floating *yrow, floating *expand_buf) noexcept nogil:
+    """Output row ``item`` = n * out_h + oh (all channels) into yrow."""
     cdef Py_ssize_t n = item // g.oh
     cdef Py_ssize_t oh = item - n * g.oh
     cdef Py_ssize_t kh0, nkh
@@ -197,7 +197,6 @@ cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item
     _tap_range(ih_start, g.dh, g.kh, g.h, &kh0, &nkh)
     cdef const floating *image = x + n * g.h * g.w * g.c
     cdef Py_ssize_t ih0 = ih_start + kh0 * g.dh
-    cdef floating *yrow = y + item * g.ow * g.c * g.m
     if g.m == 1:
         _dw_row(image + (ih0 * g.w * g.c if nkh > 0 else 0), g.dh * g.w * g.c, g.c, g, kh0, nkh,
                 wpack, bpack, yrow)
@@ -206,30 +205,49 @@ cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item
         _dw_row(expand_buf, g.w * g.c * g.m, g.c * g.m, g, kh0, nkh, wpack, bpack, yrow)
 
 
+cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
+    """Channel blocks of one vector (the last one possibly partial)."""
+    return (g.c * g.m + lanes - 1) // lanes
+
+
+cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g) noexcept nogil:
+    """Elements of the per-thread buffer of M-times expanded input rows (0 without a multiplier)."""
+    return g.kh * g.w * g.c * g.m if g.m > 1 else 0
+
+
+cdef floating *_dw_pack_alloc(const floating *weight, const floating *bias, const DwGeometry *g,
+                              Py_ssize_t extra) noexcept nogil:
+    """malloc the packed weights, then the packed bias, then ``extra`` elements; NULL when out of memory."""
+    cdef int lanes = _lanes(weight)
+    cdef Py_ssize_t taps = g.kh * g.kw
+    cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
+    cdef floating *wpack = <floating *>malloc((blocks * (taps + 1) * lanes + extra) * sizeof(floating))
+    if wpack != NULL:
+        _dw_pack(weight, bias, taps, g.c * g.m, lanes, wpack, wpack + blocks * taps * lanes)
+    return wpack
+
+
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then)."""
     cdef int lanes = _lanes(y)
-    cdef Py_ssize_t co = g.c * g.m
-    cdef Py_ssize_t taps = g.kh * g.kw
-    cdef Py_ssize_t blocks = (co + lanes - 1) // lanes
+    cdef Py_ssize_t row_size = g.ow * g.c * g.m
+    cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
     cdef Py_ssize_t items = g.n * g.oh
     cdef int threads = _threads_for(num_threads, items)
-    # Per-thread buffer for the M-times expanded input rows of a channel multiplier (see the top).
-    cdef Py_ssize_t expand_size = g.kh * g.w * co if g.m > 1 else 0
-    cdef Py_ssize_t packed_size = (blocks * taps + blocks) * lanes
+    cdef Py_ssize_t expand_size = _dw_expand_size(g)
     cdef Py_ssize_t item
-    cdef floating *wpack = <floating *>malloc((packed_size + threads * expand_size) * sizeof(floating))
+    cdef floating *wpack = _dw_pack_alloc(weight, bias, g, threads * expand_size)
     if wpack == NULL:
         return -1
-    cdef floating *bpack = wpack + blocks * taps * lanes
-    cdef floating *expand_bufs = wpack + packed_size
-    _dw_pack(weight, bias, taps, co, lanes, wpack, bpack)
+    cdef floating *bpack = wpack + blocks * g.kh * g.kw * lanes
+    cdef floating *expand_bufs = bpack + blocks * lanes
     if threads == 1:  # in the caller's thread, no OpenMP region
         for item in range(items):
-            _dw_output_row(x, g, item, wpack, bpack, y, expand_bufs)
+            _dw_output_row(x, g, item, wpack, bpack, y + item * row_size, expand_bufs)
     else:
         for item in prange(items, num_threads=threads, schedule="static"):
-            _dw_output_row(x, g, item, wpack, bpack, y, expand_bufs + omp_get_thread_num() * expand_size)
+            _dw_output_row(x, g, item, wpack, bpack, y + item * row_size,
+                           expand_bufs + omp_get_thread_num() * expand_size)
     free(wpack)
     return 0

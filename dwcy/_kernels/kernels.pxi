@@ -10,19 +10,27 @@ cnp.import_array()
 
 include "common.pxi"
 include "depthwise.pxi"
+include "pointwise.pxi"
+include "separable.pxi"
 
 
 cdef inline void *_data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, object geometry,
-              int activation, int num_threads):
-    """Depthwise convolution into ``out`` (N, OH, OW, C*M); geometry is a dwcy._args.DepthwiseGeometry."""
+cdef DwGeometry _geometry(object geometry, int activation) except *:
+    """A dwcy._args.DepthwiseGeometry as the C struct of the depthwise loops."""
     cdef DwGeometry g
     (g.n, g.h, g.w, g.c, g.m, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
      g.pt, _, g.pl, _, g.oh, g.ow) = geometry
     g.activation = activation
+    return g
+
+
+def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, object geometry,
+              int activation, int num_threads):
+    """Depthwise convolution into ``out`` (N, OH, OW, C*M); geometry is a dwcy._args.DepthwiseGeometry."""
+    cdef DwGeometry g = _geometry(geometry, activation)
     cdef void *xp = _data(x)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
@@ -36,3 +44,48 @@ def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, o
             rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
+
+
+def pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads):
+    """Pointwise convolution of x (N, H, W, Cin) with weight (Cin, Cout) into out (N, H, W, Cout)."""
+    cdef Py_ssize_t k = weight.shape[0], n = weight.shape[1]
+    cdef Py_ssize_t pixels = x.shape[0] * x.shape[1] * x.shape[2]
+    cdef void *xp = _data(x)
+    cdef void *wp = _data(weight)
+    cdef void *bp = _data(bias)
+    cdef void *yp = _data(out)
+    cdef int rc
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        with nogil:
+            rc = _pw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, pixels, k, n,
+                         activation, num_threads)
+    else:
+        with nogil:
+            rc = _pw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, pixels, k, n,
+                         activation, num_threads)
+    if rc != 0:
+        raise MemoryError("dwcy: out of memory for the packed weights")
+
+
+def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight, object pw_bias,
+              cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads):
+    """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout)."""
+    cdef DwGeometry g = _geometry(geometry, dw_activation)
+    cdef Py_ssize_t cout = pw_weight.shape[1]
+    cdef void *xp = _data(x)
+    cdef void *dwp = _data(dw_weight)
+    cdef void *dbp = _data(dw_bias)
+    cdef void *pwp = _data(pw_weight)
+    cdef void *pbp = _data(pw_bias)
+    cdef void *yp = _data(out)
+    cdef int rc
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        with nogil:
+            rc = _sep_run(<const float *>xp, <const float *>dwp, <const float *>dbp, <const float *>pwp,
+                          <const float *>pbp, <float *>yp, &g, cout, activation, num_threads)
+    else:
+        with nogil:
+            rc = _sep_run(<const double *>xp, <const double *>dwp, <const double *>dbp, <const double *>pwp,
+                          <const double *>pbp, <double *>yp, &g, cout, activation, num_threads)
+    if rc != 0:
+        raise MemoryError("dwcy: out of memory for the packed weights and per-thread buffers")

@@ -21,18 +21,37 @@
 
 /* ---------------------------------------------------------------- the tile table, per SIMD level */
 #define DWCY_VBYTES 64
+/*
+ * DWCY_DW_PIXELS   depthwise: output pixels per tile (one vector of channels each)
+ * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
+ *                  (x 2 vectors of output channels: NR = 2 * lanes)
+ * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
+ *                  pointwise: a work item's rows of A fill at most this many bytes (to stay in L2
+ *                  while every panel of W passes over them), and at most this many MR-row tiles
+ * DWCY_GEMM_PACK_STRIDE_BYTES
+ *                  pointwise: W's panels are packed when its rows lie this far apart (else read in place)
+ * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
+ */
+#define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
+#define DWCY_GEMM_MAX_TILES 16
+#define DWCY_GEMM_PACK_STRIDE_BYTES 4096
+#define DWCY_BAND_BYTES (128 * 1024)
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
+#define DWCY_GEMM_MR 12  /* 12 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
 #define DWCY_DW_PIXELS 4 /* each 64-byte vector takes two of the 16 ymm registers */
+#define DWCY_GEMM_MR 3   /* 3 x 2 x 2 ymm accumulators + 4 for the weights of 16 ymm */
 #elif defined(__SSE2__) || defined(__aarch64__)
 #define DWCY_SIMD_LEVEL "sse2"
 #define DWCY_DW_PIXELS 2
+#define DWCY_GEMM_MR 1
 #else
 #define DWCY_SIMD_LEVEL "generic"
 #define DWCY_DW_PIXELS 2
+#define DWCY_GEMM_MR 1
 #endif
 
 #define DWCY_LANES_F32 ((int)(DWCY_VBYTES / sizeof(float)))
@@ -42,8 +61,83 @@
 #define DWCY_VECTOR_EXTENSIONS 1
 typedef float dwcy_vf32 __attribute__((vector_size(DWCY_VBYTES)));
 typedef double dwcy_vf64 __attribute__((vector_size(DWCY_VBYTES)));
+typedef int dwcy_vi32 __attribute__((vector_size(DWCY_VBYTES)));
+typedef long long dwcy_vi64 __attribute__((vector_size(DWCY_VBYTES)));
 #else
 #define DWCY_VECTOR_EXTENSIONS 0
+#endif
+
+/*
+ * A scalar broadcast to every lane. With AVX-512 the intrinsic becomes a broadcast load (or an FMA's
+ * {1to16} memory operand); the generic form costs a shuffle, which on Intel competes with the FMAs.
+ */
+#if DWCY_VECTOR_EXTENSIONS && defined(__AVX512F__)
+#include <immintrin.h>
+#define DWCY_BROADCAST_float(s) ((dwcy_vf32)_mm512_set1_ps(s))
+#define DWCY_BROADCAST_double(s) ((dwcy_vf64)_mm512_set1_pd(s))
+#elif DWCY_VECTOR_EXTENSIONS
+#define DWCY_BROADCAST_float(s) ((dwcy_vf32){0} + (s))
+#define DWCY_BROADCAST_double(s) ((dwcy_vf64){0} + (s))
+#endif
+
+/*
+ * Activations (codes: the index of the name in dwcy._args.ACTIVATIONS), applied after the bias.
+ * NaN stays NaN, as in NumPy (np.maximum, np.clip): a comparison with NaN is false, so it keeps its value;
+ * never fmax or `x > 0 ? x : 0`. Hardswish is x * clip(x + 3, 0, 6) / 6 in the reference's order.
+ */
+enum { DWCY_ACT_NONE = 0, DWCY_ACT_RELU = 1, DWCY_ACT_RELU6 = 2, DWCY_ACT_HARDSWISH = 3 };
+
+#define DWCY_DEFINE_ACTIVATION(T)                                                                            \
+    static inline T dwcy_clip_##T(T v, T hi)                                                            \
+    {                                                                                                   \
+        v = v < 0 ? 0 : v;                                                                              \
+        return v > hi ? hi : v;                                                                         \
+    }                                                                                                   \
+    static inline T dwcy_activate_##T(T v, int activation)                                              \
+    {                                                                                                   \
+        switch (activation) {                                                                           \
+        case DWCY_ACT_RELU: return v < 0 ? 0 : v;                                                       \
+        case DWCY_ACT_RELU6: return dwcy_clip_##T(v, 6);                                                \
+        case DWCY_ACT_HARDSWISH: return v * dwcy_clip_##T(v + 3, 6) / 6;                                \
+        default: return v;                                                                              \
+        }                                                                                               \
+    }
+DWCY_DEFINE_ACTIVATION(float)
+DWCY_DEFINE_ACTIVATION(double)
+
+#if DWCY_VECTOR_EXTENSIONS
+/*
+ * The same, on a vector in place (through a pointer: 64-byte vectors passed by value would change the
+ * ABI where the target lacks 512-bit registers). A comparison gives an all-ones lane mask, which
+ * selects by bitwise and/or.
+ */
+#define DWCY_DEFINE_VECTOR_ACTIVATION(V, IV)                                                                 \
+    static inline void dwcy_vclip6_##V(V *v)                                                            \
+    {                                                                                                   \
+        const V zero = {0};                                                                             \
+        const V hi = zero + 6;                                                                          \
+        IV below = *v < zero;                                                                           \
+        V t = (V)((IV)*v & ~below);                                                                     \
+        IV above = t > hi;                                                                              \
+        *v = (V)(((IV)t & ~above) | ((IV)hi & above));                                                  \
+    }                                                                                                   \
+    static inline void dwcy_vactivate_##V(V *v, int activation)                                         \
+    {                                                                                                   \
+        const V zero = {0};                                                                             \
+        V t;                                                                                            \
+        switch (activation) {                                                                           \
+        case DWCY_ACT_RELU: *v = (V)((IV)*v & ~(IV)(*v < zero)); break;                                 \
+        case DWCY_ACT_RELU6: dwcy_vclip6_##V(v); break;                                                  \
+        case DWCY_ACT_HARDSWISH:                                                                        \
+            t = *v + 3;                                                                                 \
+            dwcy_vclip6_##V(&t);                                                                         \
+            *v = *v * t / 6;                                                                            \
+            break;                                                                                      \
+        default: break;                                                                                 \
+        }                                                                                               \
+    }
+DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf32, dwcy_vi32)
+DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 #endif
 
 /*
@@ -58,12 +152,13 @@ typedef double dwcy_vf64 __attribute__((vector_size(DWCY_VBYTES)));
  *   nkh, nkw   valid taps (the border routines pass fewer than KH, KW)
  *   bias       LANES packed biases (zeros when the call has none)
  *   y, y_pix_step   output of the first pixel, elements between output pixels (C * M)
+ *   activation      applied in registers before the store
  */
 #if DWCY_VECTOR_EXTENSIONS
 #define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX)                                                                   \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t pix_step,        \
                             const T *w, ptrdiff_t w_row_step, int nkh, int nkw, const T *bias, T *y,       \
-                            ptrdiff_t y_pix_step)                                                          \
+                            ptrdiff_t y_pix_step, int activation)                                          \
     {                                                                                                      \
         V acc[NPIX], b, wv, xv;                                                                            \
         memcpy(&b, bias, sizeof(V));                                                                       \
@@ -80,18 +175,21 @@ typedef double dwcy_vf64 __attribute__((vector_size(DWCY_VBYTES)));
                 }                                                                                          \
             }                                                                                              \
         }                                                                                                  \
-        for (int p = 0; p < NPIX; p++) memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                     \
+        for (int p = 0; p < NPIX; p++) {                                                                   \
+            dwcy_vactivate_##V(&acc[p], activation);                                                        \
+            memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                                                \
+        }                                                                                                  \
     }
 #else
 #define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX)                                                                   \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t pix_step,        \
                             const T *w, ptrdiff_t w_row_step, int nkh, int nkw, const T *bias, T *y,       \
-                            ptrdiff_t y_pix_step)                                                          \
+                            ptrdiff_t y_pix_step, int activation)                                          \
     {                                                                                                      \
         const int lanes = DWCY_VBYTES / sizeof(T);                                                         \
         for (int p = 0; p < NPIX; p++)                                                                     \
             dwcy_dw_tail_##T(x + p * pix_step, row_step, col_step, w, w_row_step, nkh, nkw, bias,          \
-                             y + p * y_pix_step, lanes);                                                   \
+                             y + p * y_pix_step, lanes, activation);                                       \
     }
 #endif
 
@@ -103,7 +201,7 @@ typedef double dwcy_vf64 __attribute__((vector_size(DWCY_VBYTES)));
 #define DWCY_DEFINE_DW_TAIL(T)                                                                                 \
     static inline void dwcy_dw_tail_##T(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, const T *w,   \
                                         ptrdiff_t w_row_step, int nkh, int nkw, const T *bias, T *y,      \
-                                        int nc)                                                           \
+                                        int nc, int activation)                                           \
     {                                                                                                     \
         const int lanes = DWCY_VBYTES / sizeof(T);                                                        \
         for (int c = 0; c < nc; c++) {                                                                    \
@@ -111,7 +209,7 @@ typedef double dwcy_vf64 __attribute__((vector_size(DWCY_VBYTES)));
             for (int i = 0; i < nkh; i++)                                                                 \
                 for (int j = 0; j < nkw; j++)                                                             \
                     acc += x[i * row_step + j * col_step + c] * w[i * w_row_step + j * lanes + c];        \
-            y[c] = acc;                                                                                   \
+            y[c] = dwcy_activate_##T(acc, activation);                                                    \
         }                                                                                                 \
     }
 
@@ -122,5 +220,68 @@ DWCY_DEFINE_DW_TILE(dwcy_dw_f32_tile, float, dwcy_vf32, DWCY_DW_PIXELS)
 DWCY_DEFINE_DW_TILE(dwcy_dw_f32_1x, float, dwcy_vf32, 1)
 DWCY_DEFINE_DW_TILE(dwcy_dw_f64_tile, double, dwcy_vf64, DWCY_DW_PIXELS)
 DWCY_DEFINE_DW_TILE(dwcy_dw_f64_1x, double, dwcy_vf64, 1)
+
+/*
+ * Pointwise (GEMM) tile: MR rows (pixels) x NR = NV * lanes output channels, over the whole K, so each
+ * output is bias + sum over k in order, whatever the blocking around it.
+ *
+ *   k          input channels (the sum's length)
+ *   a, lda     first row of A (pixels x K, row-major) and the elements between its rows
+ *   b, ldb     first row of the weights' panel (K x NR) and the elements between its rows
+ *   bias       NR biases
+ *   c, ldc     the output tile and the elements between its rows; all MR x NR are written
+ *   activation applied in registers before the store
+ */
+#if DWCY_VECTOR_EXTENSIONS
+#define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
+    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
+                            T *c, ptrdiff_t ldc, int activation)                                               \
+    {                                                                                                          \
+        const int lanes = (int)(sizeof(V) / sizeof(T));                                                        \
+        V acc[MR][NV], bv[NV];                                                                                 \
+        for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));                              \
+        for (int i = 0; i < MR; i++)                                                                           \
+            for (int j = 0; j < NV; j++) acc[i][j] = bv[j];                                                    \
+        for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
+            for (int j = 0; j < NV; j++) memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));                   \
+            for (int i = 0; i < MR; i++) {                                                                     \
+                const V av = DWCY_BROADCAST_##T(a[i * lda + p]);                                               \
+                for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                                          \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int i = 0; i < MR; i++)                                                                           \
+            for (int j = 0; j < NV; j++) {                                                                     \
+                dwcy_vactivate_##V(&acc[i][j], activation);                                                    \
+                memcpy(c + i * ldc + j * lanes, &acc[i][j], sizeof(V));                                        \
+            }                                                                                                  \
+    }
+#else
+#define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
+    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
+                            T *c, ptrdiff_t ldc, int activation)                                               \
+    {                                                                                                          \
+        const int nr = NV * (int)(DWCY_VBYTES / sizeof(T));                                                    \
+        for (int i = 0; i < MR; i++)                                                                           \
+            for (int j = 0; j < nr; j++) {                                                                     \
+                T acc = bias[j];                                                                               \
+                for (ptrdiff_t p = 0; p < k; p++) acc += a[i * lda + p] * b[p * ldb + j];                      \
+                c[i * ldc + j] = dwcy_activate_##T(acc, activation);                                           \
+            }                                                                                                  \
+    }
+#endif
+
+/*
+ * The tiles: MR x NV for the bulk, and narrower ones for the edges, so that a partial tile computes
+ * (nearly) no padding: rows % MR run 4 then 1 rows at a time; the last NR-wide panel one vector at a time.
+ */
+#define DWCY_DEFINE_GEMM_TILES(SUFFIX, T, V)                                                                    \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx2, T, V, DWCY_GEMM_MR, 2)                                    \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x2, T, V, 4, 2)                                                \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_1x2, T, V, 1, 2)                                                \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx1, T, V, DWCY_GEMM_MR, 1)                                    \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x1, T, V, 4, 1)                                                \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_1x1, T, V, 1, 1)
+DWCY_DEFINE_GEMM_TILES(f32, float, dwcy_vf32)
+DWCY_DEFINE_GEMM_TILES(f64, double, dwcy_vf64)
 
 #endif /* DWCY_MICROKERNELS_H */

@@ -1,0 +1,251 @@
+# Pointwise (1x1) convolution, NHWC: a GEMM C (pixels x Cout) = A (pixels x Cin) @ W (Cin x Cout),
+# the framework loops around the register tile dwcy_gemm_*_tile (MR pixels x NR channels, whole K).
+#
+# The loop nest (BLIS's, without a K split: K = Cin is small in separable nets, and summing all of K in
+# one tile keeps each output's order fixed and lets bias and activation fuse into the store):
+#
+#   work item: a block of rows (pixels) x a chunk of NR-panels  (prange; blocks sized for L2)
+#     for each NR-wide panel of W               (the panel, K x NR, stays in L1/L2 over the rows)
+#       for each MR-row tile of the block       (A rows stream through L1)
+#         register tile over all of K, + bias, activation, store
+#
+# A panel of W (K x NR) is read in place, NR contiguous elements in each of its K rows, unless those rows
+# lie DWCY_GEMM_PACK_STRIDE_BYTES or more apart (a wide W: each row in its own page, a TLB miss per row):
+# then the panel is first packed into the thread's scratch, as is the zero-padded last panel. Rows that do not fill an MR-row tile take 4-row then 1-row tiles, which read only their rows; the last
+# panel's columns take a one-vector tile, then a partial vector computed into scratch and copied out:
+# nothing outside the caller's arrays is touched.
+#
+# Each output element is bias + the sum over K in order by the same tile, however rows and panels are
+# split among threads: results are bitwise identical at any thread count.
+
+cdef extern from "microkernels.h" nogil:
+    int DWCY_GEMM_MR
+    int DWCY_GEMM_BLOCK_BYTES
+    int DWCY_GEMM_MAX_TILES
+    int DWCY_GEMM_PACK_STRIDE_BYTES
+    void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                            float *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f32_4x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                           float *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f32_1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                           float *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f32_mrx1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                            float *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f32_4x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                           float *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f32_1x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                           float *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                            double *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                           double *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f64_1x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                           double *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f64_mrx1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                            double *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f64_4x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                           double *, Py_ssize_t, int) noexcept
+    void dwcy_gemm_f64_1x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                           double *, Py_ssize_t, int) noexcept
+
+
+ctypedef struct GemmWeights:
+    # A call's weights, ready for the tiles. Pointers are to float or double, as the call's dtype.
+    Py_ssize_t k, n            # Cin, Cout
+    Py_ssize_t nr, panels      # panel width (NR = 2 vectors) and count: ceil(n / nr)
+    const void *weight         # (k, n), the caller's, row-major
+    void *bias                 # (panels * nr), zero-padded (zeros without a bias)
+
+
+cdef inline Py_ssize_t _gemm_scratch_size(Py_ssize_t k, int lanes) noexcept nogil:
+    """Per-thread elements: a packed panel (k x NR) and one MR x lanes result of a partial vector."""
+    return k * 2 * lanes + DWCY_GEMM_MR * lanes
+
+
+cdef inline Py_ssize_t _gemm_bias_size(Py_ssize_t n, int lanes) noexcept nogil:
+    return (n + 2 * lanes - 1) // (2 * lanes) * 2 * lanes
+
+
+cdef void _gemm_prepare(const floating *weight, const floating *bias, Py_ssize_t k, Py_ssize_t n,
+                        floating *bias_padded, GemmWeights *gw) noexcept nogil:
+    """Fill ``gw`` for weight (k, n) and bias (n,) or NULL; bias_padded has _gemm_bias_size elements."""
+    cdef Py_ssize_t nr = 2 * _lanes(weight)
+    gw.k = k
+    gw.n = n
+    gw.nr = nr
+    gw.panels = (n + nr - 1) // nr
+    gw.weight = weight
+    gw.bias = bias_padded
+    memset(bias_padded, 0, gw.panels * nr * sizeof(floating))
+    if bias != NULL:
+        memcpy(bias_padded, bias, n * sizeof(floating))
+
+
+cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssize_t col, Py_ssize_t cols,
+                      Py_ssize_t nr, floating *panel) noexcept nogil:
+    """panel (k, nr) = weight[:, col:col + cols], zero-padded: contiguous for the tiles, whatever n is.
+
+    Reading W in place would walk k rows n elements apart: with a wide W (Cout = 1280), one page and one
+    TLB entry per row.
+    """
+    cdef Py_ssize_t p
+    for p in range(k):
+        memcpy(panel + p * nr, weight + p * n + col, cols * sizeof(floating))
+        if cols < nr:
+            memset(panel + p * nr + cols, 0, (nr - cols) * sizeof(floating))
+
+
+cdef inline void _tile(int mr, bint two_vectors, Py_ssize_t k, const floating *a, const floating *b,
+                       Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
+                       int activation) noexcept nogil:
+    """The register tile of mr (DWCY_GEMM_MR, 4 or 1) rows x one or two vectors of columns; lda = k."""
+    if floating is float:
+        if two_vectors:
+            if mr == DWCY_GEMM_MR:
+                dwcy_gemm_f32_mrx2(k, a, k, b, ldb, bias, c, ldc, activation)
+            elif mr == 4:
+                dwcy_gemm_f32_4x2(k, a, k, b, ldb, bias, c, ldc, activation)
+            else:
+                dwcy_gemm_f32_1x2(k, a, k, b, ldb, bias, c, ldc, activation)
+        elif mr == DWCY_GEMM_MR:
+            dwcy_gemm_f32_mrx1(k, a, k, b, ldb, bias, c, ldc, activation)
+        elif mr == 4:
+            dwcy_gemm_f32_4x1(k, a, k, b, ldb, bias, c, ldc, activation)
+        else:
+            dwcy_gemm_f32_1x1(k, a, k, b, ldb, bias, c, ldc, activation)
+    else:
+        if two_vectors:
+            if mr == DWCY_GEMM_MR:
+                dwcy_gemm_f64_mrx2(k, a, k, b, ldb, bias, c, ldc, activation)
+            elif mr == 4:
+                dwcy_gemm_f64_4x2(k, a, k, b, ldb, bias, c, ldc, activation)
+            else:
+                dwcy_gemm_f64_1x2(k, a, k, b, ldb, bias, c, ldc, activation)
+        elif mr == DWCY_GEMM_MR:
+            dwcy_gemm_f64_mrx1(k, a, k, b, ldb, bias, c, ldc, activation)
+        elif mr == 4:
+            dwcy_gemm_f64_4x1(k, a, k, b, ldb, bias, c, ldc, activation)
+        else:
+            dwcy_gemm_f64_1x1(k, a, k, b, ldb, bias, c, ldc, activation)
+
+
+cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t rows, const floating *b,
+                            Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int activation,
+                            bint two_vectors) noexcept nogil:
+    """c[:rows, one or two vectors] over all rows of a (rows, k): MR rows per tile, then 4, then 1."""
+    cdef Py_ssize_t i = 0
+    cdef int mr = DWCY_GEMM_MR
+    while i + mr <= rows:
+        _tile(mr, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, activation)
+        i += mr
+    while i + 4 <= rows:
+        _tile(4, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, activation)
+        i += 4
+    while i < rows:
+        _tile(1, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, activation)
+        i += 1
+
+
+cdef inline void _copy_tile(const floating *src, Py_ssize_t lds, floating *dst, Py_ssize_t ldd,
+                            Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(cols):
+            dst[i * ldd + j] = src[i * lds + j]
+
+
+cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
+                     Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation,
+                     floating *scratch) noexcept nogil:
+    """c[:rows, panels] = activation(a @ W[:, panels] + bias); a (rows, k) and c (rows, n) row-major.
+
+    A full panel is two vectors of columns, read in place unless W's rows are far apart; the last one
+    may hold one full vector, then a partial one, computed into scratch (MR x lanes) and copied out.
+    """
+    cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
+    cdef Py_ssize_t lanes = nr // 2
+    cdef floating *panel = scratch
+    cdef floating *partial = scratch + k * nr
+    cdef const floating *b
+    cdef const floating *bias
+    cdef Py_ssize_t p, col, cols, i, r
+    for p in range(panel_begin, panel_end):
+        col = p * nr
+        cols = min(nr, n - col)
+        bias = <const floating *>gw.bias + col
+        if cols == nr and n * sizeof(floating) < DWCY_GEMM_PACK_STRIDE_BYTES:
+            _gemm_cols(k, a, rows, <const floating *>gw.weight + col, n, bias, c + col, n, activation, True)
+            continue
+        _pack_panel(<const floating *>gw.weight, k, n, col, cols, nr, panel)
+        if cols == nr:
+            _gemm_cols(k, a, rows, panel, nr, bias, c + col, n, activation, True)
+            continue
+        b = panel
+        if cols >= lanes:
+            _gemm_cols(k, a, rows, b, nr, bias, c + col, n, activation, False)
+            b += lanes
+            col += lanes
+            cols -= lanes
+            bias += lanes
+        i = 0
+        while i < rows and cols > 0:
+            r = min(DWCY_GEMM_MR, rows - i)
+            _gemm_cols(k, a + i * k, r, b, nr, bias, partial, lanes, activation, False)
+            _copy_tile(partial, lanes, c + i * n + col, n, r, cols)
+            i += r
+
+
+cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
+    """Rows per work item: the rows split evenly into the fewest blocks whose A rows fit
+    DWCY_GEMM_BLOCK_BYTES (and DWCY_GEMM_MAX_TILES tiles), so that no block is a sliver that would
+    pack every panel for a row or two."""
+    cdef Py_ssize_t most = DWCY_GEMM_BLOCK_BYTES // (k * itemsize * DWCY_GEMM_MR)
+    most = max(1, min(most, DWCY_GEMM_MAX_TILES)) * DWCY_GEMM_MR
+    cdef Py_ssize_t blocks = (rows + most - 1) // most
+    return (rows + blocks - 1) // blocks
+
+
+cdef int _pw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
+                 Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int activation, int num_threads) noexcept nogil:
+    """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory."""
+    cdef GemmWeights gw
+    cdef int lanes = _lanes(x)
+    cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, k, sizeof(floating))
+    cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
+    cdef Py_ssize_t panels = _gemm_bias_size(n, lanes) // (2 * lanes)
+    # Few row blocks (small images): also split the panels, so every thread gets work.
+    cdef int wanted = _threads_for(num_threads, blocks * panels)
+    cdef Py_ssize_t chunks = 1
+    if blocks < 4 * wanted:
+        chunks = min(panels, (4 * wanted + blocks - 1) // blocks)
+    cdef Py_ssize_t items = blocks * chunks
+    cdef int threads = _threads_for(num_threads, items)
+    cdef Py_ssize_t bias_size = _gemm_bias_size(n, lanes)
+    cdef Py_ssize_t scratch_size = _gemm_scratch_size(k, lanes)
+    cdef floating *bias_padded = <floating *>malloc((bias_size + threads * scratch_size) * sizeof(floating))
+    if bias_padded == NULL:
+        return -1
+    _gemm_prepare(weight, bias, k, n, bias_padded, &gw)
+    cdef floating *scratch = bias_padded + bias_size
+    cdef Py_ssize_t item
+    if threads == 1:
+        for item in range(items):
+            _pw_item(&gw, x, y, pixels, block_rows, chunks, item, activation, scratch)
+    else:
+        for item in prange(items, num_threads=threads, schedule="static"):
+            _pw_item(&gw, x, y, pixels, block_rows, chunks, item, activation,
+                     scratch + omp_get_thread_num() * scratch_size)
+    free(bias_padded)
+    return 0
+
+
+cdef inline void _pw_item(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
+                          Py_ssize_t block_rows, Py_ssize_t chunks, Py_ssize_t item, int activation,
+                          floating *scratch) noexcept nogil:
+    """Work item = (row block, panel chunk)."""
+    cdef Py_ssize_t block = item // chunks
+    cdef Py_ssize_t chunk = item - block * chunks
+    cdef Py_ssize_t row0 = block * block_rows
+    cdef Py_ssize_t rows = min(block_rows, pixels - row0)
+    _gemm_rows(gw, x + row0 * gw.k, rows, y + row0 * gw.n, chunk * gw.panels // chunks,
+               (chunk + 1) * gw.panels // chunks, activation, scratch)

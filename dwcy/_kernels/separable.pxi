@@ -1,0 +1,77 @@
+# Separable block, fused: depthwise -> bias -> activation -> pointwise -> bias -> activation.
+#
+# Work items are bands of output rows of one image. A thread computes a band's depthwise rows (all
+# channels) into its own buffer, sized to stay in L2 (DWCY_BAND_BYTES), and hands it straight to the
+# pointwise tiles as their A matrix: the intermediate tensor is never allocated, and never travels to
+# memory. Both stages run the very routines of depthwise_conv2d and pointwise_conv2d on every pixel, so
+# the result equals composing the two functions bit for bit, whatever the bands or the thread count.
+
+cdef extern from "microkernels.h" nogil:
+    int DWCY_BAND_BYTES
+
+
+cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int threads) noexcept nogil:
+    """Output rows per band: what fits DWCY_BAND_BYTES, fewer when that leaves threads without a band."""
+    cdef Py_ssize_t row_bytes = g.ow * g.c * g.m * itemsize
+    cdef Py_ssize_t rows = max(1, DWCY_BAND_BYTES // row_bytes)
+    cdef Py_ssize_t bands_wanted = (2 * threads + g.n - 1) // g.n  # per image
+    rows = min(rows, (g.oh + bands_wanted - 1) // bands_wanted)
+    return max(1, rows)
+
+
+cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *wpack, const floating *bpack,
+                    const GemmWeights *gw, floating *y, Py_ssize_t band_rows, Py_ssize_t bands,
+                    Py_ssize_t item, int activation, floating *band, floating *expand_buf,
+                    floating *gemm_scratch) noexcept nogil:
+    """Work item = n * bands + band: its depthwise rows into ``band``, then the pointwise tiles into y."""
+    cdef Py_ssize_t n = item // bands
+    cdef Py_ssize_t oh0 = (item - n * bands) * band_rows
+    cdef Py_ssize_t rows = min(band_rows, g.oh - oh0)
+    cdef Py_ssize_t row_size = g.ow * g.c * g.m
+    cdef Py_ssize_t r
+    for r in range(rows):
+        _dw_output_row(x, g, n * g.oh + oh0 + r, wpack, bpack, band + r * row_size, expand_buf)
+    _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation,
+               gemm_scratch)
+
+
+cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *dw_bias,
+                  const floating *pw_weight, const floating *pw_bias, floating *y, const DwGeometry *g,
+                  Py_ssize_t cout, int activation, int num_threads) noexcept nogil:
+    """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
+    cdef int lanes = _lanes(x)
+    cdef Py_ssize_t k = g.c * g.m
+    cdef int threads = _threads_for(num_threads, g.n * g.oh)
+    cdef Py_ssize_t band_rows = _band_rows(g, sizeof(floating), threads)
+    cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
+    cdef Py_ssize_t items = g.n * bands
+    threads = _threads_for(num_threads, items)
+    # Shared: the packed depthwise weights and bias, the padded pointwise bias. Per thread: the band,
+    # the depthwise expansion buffer (multiplier > 1), the pointwise scratch.
+    cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
+    cdef Py_ssize_t bias_size = _gemm_bias_size(cout, lanes)
+    cdef Py_ssize_t band_size = band_rows * g.ow * k
+    cdef Py_ssize_t expand_size = _dw_expand_size(g)
+    cdef Py_ssize_t scratch_size = _gemm_scratch_size(k, lanes)
+    cdef Py_ssize_t per_thread = band_size + expand_size + scratch_size
+    cdef floating *wpack = _dw_pack_alloc(dw_weight, dw_bias, g, bias_size + threads * per_thread)
+    if wpack == NULL:
+        return -1
+    cdef floating *bpack = wpack + blocks * g.kh * g.kw * lanes
+    cdef floating *pw_bias_padded = bpack + blocks * lanes
+    cdef floating *buffers = pw_bias_padded + bias_size
+    cdef floating *mine
+    cdef GemmWeights gw
+    _gemm_prepare(pw_weight, pw_bias, k, cout, pw_bias_padded, &gw)
+    cdef Py_ssize_t item
+    if threads == 1:  # in the caller's thread, no OpenMP region
+        for item in range(items):
+            _sep_band(x, g, wpack, bpack, &gw, y, band_rows, bands, item, activation, buffers,
+                      buffers + band_size, buffers + band_size + expand_size)
+    else:
+        for item in prange(items, num_threads=threads, schedule="static"):
+            mine = buffers + omp_get_thread_num() * per_thread
+            _sep_band(x, g, wpack, bpack, &gw, y, band_rows, bands, item, activation, mine,
+                      mine + band_size, mine + band_size + expand_size)
+    free(wpack)
+    return 0
