@@ -12,6 +12,7 @@ Everything returned here is what the kernels may trust without checking again: C
 native-byte-order arrays of one dtype, and plain Python ints for the geometry.
 """
 
+import functools
 import operator
 from typing import NamedTuple
 
@@ -273,23 +274,45 @@ def depthwise(x, weight, bias, stride, padding, dilation, activation, out):
     """Validate and normalize the arguments of ``depthwise_conv2d``."""
     x, dtype = _check_x(x)
     weight, _ = _as_array(weight, "weight", dtype)
-    n, h, w, c = x.shape
-    if weight.ndim == 3:
+    geometry = depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
+    act = activation_code(activation)
+    bias = _check_bias(bias, geometry.out_channels, dtype, "bias")
+    out = check_out(out, geometry.out_shape, dtype, (("x", x), ("weight", weight), ("bias", bias)))
+    x = _kernel_ready(x, dtype)
+    weight = _kernel_ready(weight, dtype).reshape(geometry.kh, geometry.kw, geometry.out_channels)
+    return DepthwiseArgs(x, weight, bias, geometry, act, out)
+
+
+def depthwise_geometry(x_shape, weight_shape, stride, padding, dilation):
+    """The :class:`DepthwiseGeometry` of a call, or ValueError/TypeError naming what is wrong.
+
+    Networks call the same few geometries again and again, so the common argument forms (plain ints and a
+    padding string or int) are looked up in a cache: validation is most of a small layer's call overhead.
+    """
+    if type(stride) is int and type(dilation) is int and type(padding) in (str, int):
+        return _cached_depthwise_geometry(x_shape, weight_shape, stride, padding, dilation)
+    return _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation)
+
+
+def _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation):
+    n, h, w, c = x_shape
+    if len(weight_shape) == 3:
         multiplier = 1
-    elif weight.ndim == 4:
-        multiplier = weight.shape[3]
+    elif len(weight_shape) == 4:
+        multiplier = weight_shape[3]
     else:
         raise ValueError(
-            f"weight must be (KH, KW, C) or (KH, KW, C, M), got {weight.ndim}-D with shape {_shape_str(weight.shape)}"
+            f"weight must be (KH, KW, C) or (KH, KW, C, M), got {len(weight_shape)}-D with shape "
+            f"{_shape_str(weight_shape)}"
         )
-    kh, kw, wc = weight.shape[:3]
+    kh, kw, wc = weight_shape[:3]
     if wc != c:
         raise ValueError(
-            f"weight has {wc} input channels (shape {_shape_str(weight.shape)}) but x has {c} (shape {_shape_str(x.shape)})"
+            f"weight has {wc} input channels (shape {_shape_str(weight_shape)}) but x has {c} "
+            f"(shape {_shape_str(x_shape)})"
         )
-    if 0 in weight.shape:
-        raise ValueError(f"weight must have no empty axis, got shape {_shape_str(weight.shape)}")
-    act = activation_code(activation)
+    if 0 in weight_shape:
+        raise ValueError(f"weight must have no empty axis, got shape {_shape_str(weight_shape)}")
     stride_hw = int_pair(stride, "stride")
     dilation_hw = int_pair(dilation, "dilation")
     (pt, pb), (pl, pr) = resolve_padding(padding, (h, w), (kh, kw), stride_hw, dilation_hw)
@@ -300,16 +323,13 @@ def depthwise(x, weight, bias, stride, padding, dilation, activation, out):
             f"the output would be empty ({oh}x{ow}): the kernel {kh}x{kw} with dilation {dilation_hw} spans more "
             f"than the padded image {h + pt + pb}x{w + pl + pr}"
         )
-    geometry = DepthwiseGeometry(
-        n, h, w, c, multiplier, kh, kw, *stride_hw, *dilation_hw, pt, pb, pl, pr, oh, ow
-    )
+    geometry = DepthwiseGeometry(n, h, w, c, multiplier, kh, kw, *stride_hw, *dilation_hw, pt, pb, pl, pr, oh, ow)
     _check_size((h + pt + pb, w + pl + pr, c * multiplier), "the padded image")
     _check_size(geometry.out_shape, "the output")
-    bias = _check_bias(bias, c * multiplier, dtype, "bias")
-    out = check_out(out, geometry.out_shape, dtype, (("x", x), ("weight", weight), ("bias", bias)))
-    x = _kernel_ready(x, dtype)
-    weight = _kernel_ready(weight, dtype).reshape(kh, kw, c * multiplier)
-    return DepthwiseArgs(x, weight, bias, geometry, act, out)
+    return geometry
+
+
+_cached_depthwise_geometry = functools.lru_cache(maxsize=256, typed=True)(_depthwise_geometry)
 
 
 def pointwise(x, weight, bias, activation, out):

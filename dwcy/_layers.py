@@ -1,12 +1,17 @@
 """The layer shapes dwcy is measured on: MobileNetV2 at 224x224 (DESIGN.md, "Measuring").
 
-This module is the one list of them, shared by ``python -m dwcy bench`` and ``benchmarks/``. A layer knows
-its shape, the keyword arguments that reproduce it, how to build random inputs for it, how much work it is
-(flops, bytes) and how close a result must come to the float64 reference.
+This module is the one list of them, shared by ``python -m dwcy bench`` and ``benchmarks/``
+(``BENCHMARK_LAYERS``: what both measure, per operation). A layer knows its shape, the keyword arguments that
+reproduce it, how to build random inputs for it, how much work it is (flops, bytes) and how close a result
+must come to the float64 reference. A separable block is made of a depthwise and a pointwise layer, which keep
+the shape rules of their stage.
 
 >>> layer = MOBILENET_V2_DEPTHWISE[1]
 >>> layer.name, layer.output_shape(batch=8)
 ('112x112x96 s2', (8, 56, 56, 96))
+>>> block = MOBILENET_V2_SEPARABLE[1]
+>>> block.name, block.pointwise.name, block.output_shape(batch=8)
+('112x112x96 s2 to 24', '56x56x96 to 24', (8, 56, 56, 24))
 """
 
 import math
@@ -14,9 +19,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import reference
+from . import _api, reference
 
-__all__ = ["DepthwiseLayer", "PointwiseLayer", "MOBILENET_V2_DEPTHWISE", "MOBILENET_V2_POINTWISE", "flops"]
+__all__ = ["DepthwiseLayer", "PointwiseLayer", "SeparableLayer", "MOBILENET_V2_DEPTHWISE", "MOBILENET_V2_POINTWISE",
+           "MOBILENET_V2_SEPARABLE", "BENCHMARK_LAYERS", "flops", "unfused_separable_conv2d"]
 
 # Allowed distance from the float64 reference, in units of the dtype's eps per term of the sum behind each
 # output element. Rounding grows at worst linearly with the number of terms (a 3x3 float32 depthwise result is
@@ -45,7 +51,7 @@ def _random(rng, shape, scale, dtype):
 
 class _Layer:
     """What every layer kind shares; a kind provides ``terms``, ``output_channels``, ``weight_shape``,
-    ``input_shape(batch)`` and ``output_shape(batch)``."""
+    ``input_shape(batch)``, ``output_shape(batch)``, ``keywords`` and ``reference_function``."""
 
     __slots__ = ()
 
@@ -70,16 +76,25 @@ class _Layer:
         return {"rtol": rtol, "atol": rtol}
 
     def make_inputs(self, batch, dtype=np.float32, seed=0):
-        """Random ``(x, weight, bias)`` for ``batch`` images.
+        """Random positional arguments for ``batch`` images: ``(x, weight, bias)``, or for a separable block
+        ``(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)``.
 
         x is standard normal and the weights are scaled by 1/sqrt(terms), so the outputs are O(1): a ReLU6 after
         them zeroes about half, passes most of the rest and clips a few at 6, exercising every branch.
         """
         rng = np.random.default_rng(seed)
         x = _random(rng, self.input_shape(batch), 1.0, dtype)
+        return (x, *self._parameters(rng, dtype))
+
+    def _parameters(self, rng, dtype):
         weight = _random(rng, self.weight_shape, 1 / math.sqrt(self.terms), dtype)
         bias = _random(rng, (self.output_channels,), 0.5, dtype)
-        return x, weight, bias
+        return weight, bias
+
+    def expected(self, inputs):
+        """The float64 reference output for ``inputs`` (from :meth:`make_inputs`): what implementations are
+        checked against."""
+        return self.reference_function(*(a.astype(np.float64) for a in inputs), **self.keywords)
 
 
 class DepthwiseLayer(_Layer, namedtuple("DepthwiseLayer", "size channels stride kernel activation",
@@ -91,6 +106,7 @@ class DepthwiseLayer(_Layer, namedtuple("DepthwiseLayer", "size channels stride 
 
     __slots__ = ()
     kind = "depthwise"
+    reference_function = staticmethod(reference.depthwise_conv2d)
 
     @property
     def name(self):
@@ -120,16 +136,13 @@ class DepthwiseLayer(_Layer, namedtuple("DepthwiseLayer", "size channels stride 
         out = -(-self.size // self.stride)  # 'same' padding: ceil(size / stride)
         return (batch, out, out, self.channels)
 
-    def expected(self, inputs):
-        """The float64 reference output for ``inputs = (x, weight, bias)``: what implementations are checked against."""
-        return reference.depthwise_conv2d(*(a.astype(np.float64) for a in inputs), **self.keywords)
-
 
 class PointwiseLayer(_Layer, namedtuple("PointwiseLayer", "size cin cout activation", defaults=(None,))):
     """A 1x1 convolution from ``cin`` to ``cout`` channels on ``size`` x ``size`` images."""
 
     __slots__ = ()
     kind = "pointwise"
+    reference_function = staticmethod(reference.pointwise_conv2d)
 
     @property
     def name(self):
@@ -158,10 +171,75 @@ class PointwiseLayer(_Layer, namedtuple("PointwiseLayer", "size cin cout activat
     def output_shape(self, batch):
         return (batch, self.size, self.size, self.cout)
 
-    def expected(self, inputs):
-        """The float64 reference output for ``inputs = (x, weight, bias)``: what implementations are checked against."""
-        return reference.pointwise_conv2d(*(a.astype(np.float64) for a in inputs), **self.keywords)
 
+class SeparableLayer(_Layer, namedtuple("SeparableLayer", "size channels stride cout depthwise_activation activation",
+                                        defaults=("relu6", None))):
+    """A separable block: a 3x3 'same' depthwise layer on ``size`` x ``size`` images followed by a 1x1 projection
+    to ``cout`` channels, each with a bias.
+
+    MobileNetV2's blocks end so (the projection is its linear bottleneck: no activation after it). The two stages
+    are a :class:`DepthwiseLayer` and a :class:`PointwiseLayer`, which own their shape rules.
+    """
+
+    __slots__ = ()
+    kind = "separable"
+    reference_function = staticmethod(reference.separable_conv2d)
+
+    @property
+    def depthwise(self):
+        return DepthwiseLayer(self.size, self.channels, self.stride, 3, self.depthwise_activation)
+
+    @property
+    def pointwise(self):
+        return PointwiseLayer(self.depthwise.output_shape(1)[1], self.channels, self.cout, self.activation)
+
+    @property
+    def name(self):
+        return f"{self.depthwise.name} to {self.cout}"
+
+    @property
+    def terms(self):
+        # For the tolerance: each output rounds a sum of KH*KW depthwise terms, then one of C pointwise terms.
+        return self.depthwise.terms + self.pointwise.terms
+
+    @property
+    def output_channels(self):
+        return self.cout
+
+    @property
+    def keywords(self):
+        """The keyword arguments of ``separable_conv2d`` (dwcy's or the reference's) for this block."""
+        keywords = dict(self.depthwise.keywords)
+        keywords["depthwise_activation"] = keywords.pop("activation")
+        return {**keywords, **self.pointwise.keywords}
+
+    def input_shape(self, batch):
+        return self.depthwise.input_shape(batch)
+
+    def output_shape(self, batch):
+        return self.pointwise.output_shape(batch)
+
+    def flops(self, batch):
+        return self.depthwise.flops(batch) + self.pointwise.flops(batch)
+
+    def min_bytes(self, batch, dtype=np.float32):
+        """Bytes a fused call must move at least: as its two stages, less the intermediate tensor's write and read."""
+        intermediate = math.prod(self.depthwise.output_shape(batch)) * np.dtype(dtype).itemsize
+        return self.depthwise.min_bytes(batch, dtype) + self.pointwise.min_bytes(batch, dtype) - 2 * intermediate
+
+    def _parameters(self, rng, dtype):
+        (depthwise_weight, depthwise_bias), (pointwise_weight, pointwise_bias) = (
+            self.depthwise._parameters(rng, dtype), self.pointwise._parameters(rng, dtype))
+        return depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias
+
+
+def unfused_separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, *,
+                             depthwise_activation=None, activation=None, num_threads=None, **depthwise_keywords):
+    """:func:`dwcy.separable_conv2d` as two dwcy calls, the intermediate tensor written to memory and read back:
+    what fusing is measured against (``dwcy-unfused`` in ``benchmarks/``, ``unfused`` in ``python -m dwcy``)."""
+    mid = _api.depthwise_conv2d(x, depthwise_weight, depthwise_bias, activation=depthwise_activation,
+                                num_threads=num_threads, **depthwise_keywords)
+    return _api.pointwise_conv2d(mid, pointwise_weight, pointwise_bias, activation=activation, num_threads=num_threads)
 
 def _mobilenet_v2_pointwise(size, cin, cout):
     # In MobileNetV2 the 1x1s that widen (a block's expansion, and the final 320 -> 1280) are followed by ReLU6;
@@ -181,3 +259,20 @@ MOBILENET_V2_POINTWISE = tuple(_mobilenet_v2_pointwise(size, cin, cout) for size
     (28, 192, 32), (14, 192, 64), (14, 64, 384), (14, 384, 64), (14, 384, 96), (14, 96, 576), (14, 576, 96),
     (7, 576, 160), (7, 160, 960), (7, 960, 160), (7, 960, 320), (7, 320, 1280),
 ))
+
+#: MobileNetV2's separable blocks (the depthwise layer and the projection after it), in network order, as
+#: (H = W of the depthwise input, C, stride, Cout); ReLU6 after the depthwise stage, none after the projection.
+MOBILENET_V2_SEPARABLE = tuple(SeparableLayer(size, channels, stride, cout) for size, channels, stride, cout in (
+    (112, 32, 1, 16), (112, 96, 2, 24), (56, 144, 1, 24), (56, 144, 2, 32), (28, 192, 1, 32), (28, 192, 2, 64),
+    (14, 384, 1, 64), (14, 384, 1, 96), (14, 576, 1, 96), (14, 576, 2, 160), (7, 960, 1, 160), (7, 960, 1, 320),
+))
+
+#: What ``python -m dwcy bench`` and ``benchmarks/`` measure, per operation, in this order. Every pointwise layer
+#: has bias and ReLU6 (whatever it has in MobileNetV2), so the fused epilogue is always part of the work; the
+#: separable blocks gain one that is not MobileNetV2's, a stride-1 112x112x96 block whose intermediate tensor
+#: (4.8 MB in float32 at batch 1) outgrows L2, where fusing should pay most.
+BENCHMARK_LAYERS = {
+    "depthwise": MOBILENET_V2_DEPTHWISE,
+    "pointwise": tuple(layer._replace(activation="relu6") for layer in MOBILENET_V2_POINTWISE),
+    "separable": MOBILENET_V2_SEPARABLE + (SeparableLayer(112, 96, 1, 24),),
+}

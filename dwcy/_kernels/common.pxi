@@ -63,9 +63,17 @@ def max_threads():
     return omp_get_max_threads()
 
 
-cdef inline int _threads_for(int requested, Py_ssize_t work_items) noexcept nogil:
-    """Threads for a parallel loop: the request (0: OpenMP's default), never more than the work items."""
+cdef extern from "microkernels.h" nogil:
+    int DWCY_MIN_WORK_PER_THREAD
+
+
+cdef inline int _threads_for(int requested, Py_ssize_t work_items, double multiply_adds) noexcept nogil:
+    """Threads for a parallel loop: the request (0: OpenMP's default) at most, never more than the work
+    items, and no more than one per DWCY_MIN_WORK_PER_THREAD multiply-adds (starting and joining a
+    thread costs a microsecond or two: small layers run faster on fewer threads)."""
     cdef int n = requested if requested > 0 else omp_get_max_threads()
     if n > work_items:
         n = <int>work_items
+    if n > multiply_adds / DWCY_MIN_WORK_PER_THREAD:
+        n = <int>(multiply_adds / DWCY_MIN_WORK_PER_THREAD)
     return n if n > 0 else 1

@@ -1,44 +1,62 @@
 # Depthwise convolution, NHWC: the framework loops around the register tiles of microkernels.h.
 #
 # Work is split into output rows (n, oh): the work items of a static prange, so each thread takes a
-# contiguous band of rows whose input rows stay in its caches. Within a row, for each block of LANES
-# output channels (one 64-byte vector), the output pixels fall in three column ranges:
+# contiguous band of rows whose input rows stay in its caches. In a row, output columns are either
+# interior (every column tap inside the image) or border (some taps in the left/right padding):
 #
-#   [0, ow_lo)        left border: some taps fall in the left padding; one pixel at a time, fewer taps
-#   [ow_lo, ow_hi)    interior: every column tap is inside the image; DWCY_DW_PIXELS pixels per tile
-#   [ow_hi, out_w)    right border, like the left
+#   interior, in bulk    per channel block of one vector (LANES channels), DWCY_DW_PIXELS pixels a tile
+#   interior, what is left (< DWCY_DW_PIXELS)      4 pixels x 2 vectors a tile, then single pixels
+#   single pixels and borders                      1 pixel x 4 vectors a tile, taps clipped to the image
 #
-# Rows whose taps reach into the top/bottom padding simply run fewer tap rows (nkh < KH); padding is
-# never materialized. The last CO % LANES channels (the tail) go through a plain-C routine that touches
-# only those channels, so nothing is read or written past the caller's arrays. Weights and bias are
-# packed once per call into [block][KH][KW][LANES] (zero-padded), so the tiles load whole vectors.
+# Rows whose taps reach into the top/bottom padding run fewer tap rows (nkh < KH); padding is never
+# materialized. The last CO % LANES channels (the tail) go through a plain-C routine that touches only
+# those channels, so nothing is read or written past the caller's arrays. Weights and bias are packed
+# once per call into [block][KH][KW][LANES] (zero-padded), so the tiles load whole vectors.
 #
-# A channel multiplier M > 1 (output channel c*M + m reads input channel c) first expands the input
-# rows a row needs into a per-thread buffer with M copies of each channel; the same loops then run on it
-# as on an M = 1 input with C*M channels.
+# A channel multiplier M > 1 (output channel c*M + m reads input channel c) first expands the input rows
+# a row needs into a per-thread buffer with M copies of each channel; the same loops then run on it as on
+# an M = 1 input with C*M channels.
 #
-# Each output element is computed by the same routine with the same operation order whatever the
-# number of threads, so results are bitwise identical at any thread count.
+# Every tile sums an output element the same way (bias, then the taps in (kh, kw) order), and which tile
+# computes which element depends on the geometry only: results are bitwise identical at any thread count.
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_DW_PIXELS
     int DWCY_LANES_F32
     int DWCY_LANES_F64
-    void dwcy_dw_f32_tile(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                          const float *w, Py_ssize_t w_row_step, int nkh, int nkw, const float *bias,
-                          float *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f32_1x(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                        const float *w, Py_ssize_t w_row_step, int nkh, int nkw, const float *bias,
-                        float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_4x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_4x1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_1x4(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_1x1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_mx1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_4x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_4x1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_1x4(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_1x1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
-    void dwcy_dw_f64_tile(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                          const double *w, Py_ssize_t w_row_step, int nkh, int nkw, const double *bias,
-                          double *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f64_1x(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                        const double *w, Py_ssize_t w_row_step, int nkh, int nkw, const double *bias,
-                        double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_tail_double(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, const double *w,
                              Py_ssize_t w_row_step, int nkh, int nkw, const double *bias, double *y,
                              int nc, int activation) noexcept
@@ -48,9 +66,17 @@ ctypedef struct DwGeometry:
     Py_ssize_t n, h, w, c, m          # input (N, H, W, C) and channel multiplier M
     Py_ssize_t kh, kw                 # kernel
     Py_ssize_t sh, sw, dh, dw         # stride, dilation
-    Py_ssize_t pt, pl                 # top and left padding (bottom/right follow from out_h/out_w)
+    Py_ssize_t pt, pl                 # top and left padding (bottom/right follow from oh/ow)
     Py_ssize_t oh, ow                 # output rows and columns
     int activation
+
+
+ctypedef struct DwRow:
+    # One output row's view of its input: what every tile call of the row shares.
+    const void *x           # the first valid tap row, column 0, channel 0 (float or double)
+    Py_ssize_t row_step     # elements between tap rows
+    Py_ssize_t ci           # elements between input pixels (C, or C*M in an expanded buffer)
+    Py_ssize_t kh0, nkh     # valid tap rows
 
 
 cdef inline int _lanes(const floating *dummy) noexcept nogil:
@@ -78,98 +104,141 @@ cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, 
     count[0] = hi - lo
 
 
+cdef inline void _dw_tile(int pixels, int vectors, const floating *x, Py_ssize_t row_step, Py_ssize_t col_step,
+                          Py_ssize_t pix_step, const floating *w, Py_ssize_t w_row_step,
+                          Py_ssize_t w_block_step, int nkh, int nkw, const floating *bias, floating *y,
+                          Py_ssize_t y_pix_step, int activation) noexcept nogil:
+    """The register tile of ``pixels`` x ``vectors``: (DWCY_DW_PIXELS, 1), (4, 2), (4, 1), (1, 4) or (1, 1)."""
+    if floating is float:
+        if pixels == 4:
+            if vectors == 2:
+                dwcy_dw_f32_4x2(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+            else:
+                dwcy_dw_f32_4x1(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+        elif pixels == 1:
+            if vectors == 4:
+                dwcy_dw_f32_1x4(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+            else:
+                dwcy_dw_f32_1x1(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+        else:
+            dwcy_dw_f32_mx1(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                            bias, y, y_pix_step, activation)
+    else:
+        if pixels == 4:
+            if vectors == 2:
+                dwcy_dw_f64_4x2(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+            else:
+                dwcy_dw_f64_4x1(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+        elif pixels == 1:
+            if vectors == 4:
+                dwcy_dw_f64_1x4(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+            else:
+                dwcy_dw_f64_1x1(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                                bias, y, y_pix_step, activation)
+        else:
+            dwcy_dw_f64_mx1(x, row_step, col_step, pix_step, w, w_row_step, w_block_step, nkh, nkw,
+                            bias, y, y_pix_step, activation)
+
+
 cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps, Py_ssize_t channels,
                    int lanes, floating *wpack, floating *bpack) noexcept nogil:
     """weight (taps, channels) -> wpack [block][taps][lanes]; bias -> bpack [block][lanes]; zero padded."""
     cdef Py_ssize_t blocks = (channels + lanes - 1) // lanes
-    cdef Py_ssize_t b, t, l, ch
-    memset(wpack, 0, blocks * taps * lanes * sizeof(floating))
+    cdef Py_ssize_t b, t, width
     memset(bpack, 0, blocks * lanes * sizeof(floating))
+    if bias != NULL:
+        memcpy(bpack, bias, channels * sizeof(floating))
     for b in range(blocks):
-        for l in range(min(lanes, channels - b * lanes)):
-            ch = b * lanes + l
-            if bias != NULL:
-                bpack[b * lanes + l] = bias[ch]
-            for t in range(taps):
-                wpack[(b * taps + t) * lanes + l] = weight[t * channels + ch]
+        width = min(lanes, channels - b * lanes)
+        for t in range(taps):
+            memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes, width * sizeof(floating))
+            if width < lanes:
+                memset(wpack + (b * taps + t) * lanes + width, 0, (lanes - width) * sizeof(floating))
 
 
-cdef inline void _dw_pixel(const floating *x, Py_ssize_t row_step, Py_ssize_t ci, const DwGeometry *g,
-                           Py_ssize_t ow, const floating *w, Py_ssize_t kh0, Py_ssize_t nkh,
-                           const floating *bias, floating *y, Py_ssize_t co, int nc, int lanes) noexcept nogil:
-    """One output pixel of one channel block, taps clipped to the image (border columns and tails).
-
-    x is the first valid tap row at column 0 of the block's first channel; w the block's packed weights.
-    """
-    cdef Py_ssize_t kw0, nkw
-    cdef Py_ssize_t iw0 = ow * g.sw - g.pl
-    _tap_range(iw0, g.dw, g.kw, g.w, &kw0, &nkw)
-    cdef const floating *xp = x + (iw0 + kw0 * g.dw) * ci if nkw > 0 else x
-    cdef const floating *wp = w + (kh0 * g.kw + kw0) * lanes
-    cdef floating *yp = y + ow * co
-    if nc < lanes:
-        if floating is float:
-            dwcy_dw_tail_float(xp, row_step, g.dw * ci, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, nc, g.activation)
-        else:
-            dwcy_dw_tail_double(xp, row_step, g.dw * ci, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, nc, g.activation)
-    elif floating is float:
-        dwcy_dw_f32_1x(xp, row_step, g.dw * ci, 0, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, 0, g.activation)
-    else:
-        dwcy_dw_f64_1x(xp, row_step, g.dw * ci, 0, wp, g.kw * lanes, <int>nkh, <int>nkw, bias, yp, 0, g.activation)
-
-
-cdef void _dw_row(const floating *x, Py_ssize_t row_step, Py_ssize_t ci, const DwGeometry *g,
-                  Py_ssize_t kh0, Py_ssize_t nkh, const floating *wpack, const floating *bpack,
-                  floating *y) noexcept nogil:
-    """One output row, all channels. x: the first valid tap row (column 0, channel 0); ci: its channel count."""
-    cdef int lanes = _lanes(y)
+cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const floating *wpack,
+                    const floating *bpack, floating *y, bint full_blocks, bint tail_channels) noexcept nogil:
+    """One output pixel, taps clipped to the image: its full channel blocks and/or its channel tail."""
+    cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m
     cdef Py_ssize_t taps = g.kh * g.kw
-    cdef Py_ssize_t full_blocks = co // lanes
-    cdef int tail = <int>(co - full_blocks * lanes)
-    cdef Py_ssize_t col_step = g.dw * ci, pix_step = g.sw * ci
-    cdef int pixels = DWCY_DW_PIXELS
-    cdef Py_ssize_t b, ow, ow_lo, ow_hi, kw0, nkw
-    cdef const floating *w
-    cdef const floating *xb
-    cdef const floating *xi
+    cdef Py_ssize_t blocks = co // lanes
+    cdef int tail = <int>(co - blocks * lanes)
+    cdef Py_ssize_t kw0, nkw, b = 0
+    cdef Py_ssize_t iw0 = ow * g.sw - g.pl
+    _tap_range(iw0, g.dw, g.kw, g.w, &kw0, &nkw)
+    cdef const floating *x = <const floating *>r.x + ((iw0 + kw0 * g.dw) * r.ci if nkw > 0 else 0)
+    cdef const floating *w = wpack + (r.kh0 * g.kw + kw0) * lanes
+    cdef int vectors
+    y += ow * co
+    while full_blocks and b < blocks:
+        vectors = 4 if b + 4 <= blocks else 1
+        _dw_tile(1, vectors, x + b * lanes, r.row_step, g.dw * r.ci, 0, w + b * taps * lanes, g.kw * lanes,
+                 taps * lanes, <int>r.nkh, <int>nkw, bpack + b * lanes, y + b * lanes, 0, g.activation)
+        b += vectors
+    b = blocks
+    if tail and tail_channels:  # the last co % lanes channels, in plain C
+        if floating is float:
+            dwcy_dw_tail_float(x + b * lanes, r.row_step, g.dw * r.ci, w + b * taps * lanes, g.kw * lanes,
+                               <int>r.nkh, <int>nkw, bpack + b * lanes, y + b * lanes, tail, g.activation)
+        else:
+            dwcy_dw_tail_double(x + b * lanes, r.row_step, g.dw * r.ci, w + b * taps * lanes, g.kw * lanes,
+                                <int>r.nkh, <int>nkw, bpack + b * lanes, y + b * lanes, tail, g.activation)
+
+
+cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
+                  floating *y) noexcept nogil:
+    """One output row, all channels (see the top of this file for who computes what)."""
+    cdef int lanes = _lanes(wpack)
+    cdef Py_ssize_t co = g.c * g.m
+    cdef Py_ssize_t taps = g.kh * g.kw
+    cdef Py_ssize_t blocks = co // lanes
+    cdef Py_ssize_t pixels = DWCY_DW_PIXELS
+    cdef Py_ssize_t col_step = g.dw * r.ci, pix_step = g.sw * r.ci
+    cdef Py_ssize_t first, count, ow_lo, ow_hi, bulk_end, ow, b, t
+    cdef int vectors
     # Interior columns: ow whose first column tap ow*sw - pl lies in [0, W - (KW-1)*dw).
-    _tap_range(-g.pl, g.sw, g.ow, g.w - (g.kw - 1) * g.dw, &kw0, &nkw)
-    ow_lo = min(kw0, g.ow)
-    ow_hi = ow_lo + nkw
-    for b in range(full_blocks + (1 if tail else 0)):
-        w = wpack + b * taps * lanes
-        xb = x + b * lanes
-        if b == full_blocks:  # the channel tail: one pixel at a time, nc < lanes
-            for ow in range(g.ow):
-                _dw_pixel(xb, row_step, ci, g, ow, w, kh0, nkh, bpack + b * lanes, y + b * lanes, co, tail, lanes)
-            break
-        for ow in range(ow_lo):
-            _dw_pixel(xb, row_step, ci, g, ow, w, kh0, nkh, bpack + b * lanes, y + b * lanes, co, lanes, lanes)
-        ow = ow_lo
-        xi = xb + (ow_lo * g.sw - g.pl) * ci
-        w = w + kh0 * g.kw * lanes
-        while ow + pixels <= ow_hi:
-            if floating is float:
-                dwcy_dw_f32_tile(xi, row_step, col_step, pix_step, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                                 bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
-            else:
-                dwcy_dw_f64_tile(xi, row_step, col_step, pix_step, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                                 bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
-            ow += pixels
-            xi += pixels * pix_step
-        while ow < ow_hi:
-            if floating is float:
-                dwcy_dw_f32_1x(xi, row_step, col_step, 0, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                               bpack + b * lanes, y + ow * co + b * lanes, 0, g.activation)
-            else:
-                dwcy_dw_f64_1x(xi, row_step, col_step, 0, w, g.kw * lanes, <int>nkh, <int>g.kw,
-                               bpack + b * lanes, y + ow * co + b * lanes, 0, g.activation)
-            ow += 1
-            xi += pix_step
-        w = wpack + b * taps * lanes
-        for ow in range(ow_hi, g.ow):
-            _dw_pixel(xb, row_step, ci, g, ow, w, kh0, nkh, bpack + b * lanes, y + b * lanes, co, lanes, lanes)
+    _tap_range(-g.pl, g.sw, g.ow, g.w - (g.kw - 1) * g.dw, &first, &count)
+    ow_lo = min(first, g.ow)
+    ow_hi = ow_lo + count
+    bulk_end = ow_lo + count // pixels * pixels
+    cdef const floating *x = <const floating *>r.x  # the first column tap of ow is x + ow*sw*ci - pl*ci
+    cdef const floating *w = wpack + r.kh0 * g.kw * lanes
+    for b in range(blocks):
+        for t in range(count // pixels):
+            ow = ow_lo + t * pixels
+            _dw_tile(DWCY_DW_PIXELS, 1, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
+                     w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, <int>g.kw,
+                     bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
+    ow = bulk_end
+    while ow + 4 <= ow_hi:
+        b = 0
+        while b < blocks:
+            vectors = 2 if b + 2 <= blocks else 1
+            _dw_tile(4, vectors, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
+                     w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, <int>g.kw,
+                     bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
+            b += vectors
+        if co > blocks * lanes:  # the channel tail of these 4 pixels
+            for t in range(ow, ow + 4):
+                _dw_pixel(r, g, t, wpack, bpack, y, False, True)
+        ow += 4
+    for ow in range(ow, ow_hi):
+        _dw_pixel(r, g, ow, wpack, bpack, y, True, True)
+    for ow in range(ow_lo):
+        _dw_pixel(r, g, ow, wpack, bpack, y, True, True)
+    for ow in range(ow_hi, g.ow):
+        _dw_pixel(r, g, ow, wpack, bpack, y, True, True)
+    if co > blocks * lanes:  # the channel tail of the bulk
+        for ow in range(ow_lo, bulk_end):
+            _dw_pixel(r, g, ow, wpack, bpack, y, False, True)
 
 
 cdef void _expand_rows(const floating *x, const DwGeometry *g, Py_ssize_t ih0, Py_ssize_t nkh,
@@ -192,17 +261,21 @@ cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item
     """Output row ``item`` = n * out_h + oh (all channels) into yrow."""
     cdef Py_ssize_t n = item // g.oh
     cdef Py_ssize_t oh = item - n * g.oh
-    cdef Py_ssize_t kh0, nkh
     cdef Py_ssize_t ih_start = oh * g.sh - g.pt
-    _tap_range(ih_start, g.dh, g.kh, g.h, &kh0, &nkh)
+    cdef DwRow r
+    _tap_range(ih_start, g.dh, g.kh, g.h, &r.kh0, &r.nkh)
     cdef const floating *image = x + n * g.h * g.w * g.c
-    cdef Py_ssize_t ih0 = ih_start + kh0 * g.dh
+    cdef Py_ssize_t ih0 = ih_start + r.kh0 * g.dh
     if g.m == 1:
-        _dw_row(image + (ih0 * g.w * g.c if nkh > 0 else 0), g.dh * g.w * g.c, g.c, g, kh0, nkh,
-                wpack, bpack, yrow)
+        r.x = image + (ih0 * g.w * g.c if r.nkh > 0 else 0)
+        r.row_step = g.dh * g.w * g.c
+        r.ci = g.c
     else:
-        _expand_rows(image, g, ih0, nkh, expand_buf)
-        _dw_row(expand_buf, g.w * g.c * g.m, g.c * g.m, g, kh0, nkh, wpack, bpack, yrow)
+        _expand_rows(image, g, ih0, r.nkh, expand_buf)
+        r.x = expand_buf
+        r.row_step = g.w * g.c * g.m
+        r.ci = g.c * g.m
+    _dw_row(&r, g, wpack, bpack, yrow)
 
 
 cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
@@ -234,7 +307,7 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
     cdef Py_ssize_t items = g.n * g.oh
-    cdef int threads = _threads_for(num_threads, items)
+    cdef int threads = _threads_for(num_threads, items, <double>items * row_size * g.kh * g.kw)
     cdef Py_ssize_t expand_size = _dw_expand_size(g)
     cdef Py_ssize_t item
     cdef floating *wpack = _dw_pack_alloc(weight, bias, g, threads * expand_size)

@@ -30,12 +30,15 @@
  *                  while every panel of W passes over them), and at most this many MR-row tiles
  * DWCY_GEMM_PACK_STRIDE_BYTES
  *                  pointwise: W's panels are packed when its rows lie this far apart (else read in place)
+ * DWCY_MIN_WORK_PER_THREAD
+ *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
  */
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_PACK_STRIDE_BYTES 4096
 #define DWCY_BAND_BYTES (128 * 1024)
+#define DWCY_MIN_WORK_PER_THREAD 65536
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
@@ -65,6 +68,15 @@ typedef int dwcy_vi32 __attribute__((vector_size(DWCY_VBYTES)));
 typedef long long dwcy_vi64 __attribute__((vector_size(DWCY_VBYTES)));
 #else
 #define DWCY_VECTOR_EXTENSIONS 0
+#endif
+
+/* Fully unroll a loop over a tile's pixels, rows or vectors, so that its accumulators live in registers. */
+#if defined(__clang__)
+#define DWCY_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define DWCY_UNROLL _Pragma("GCC unroll 32")
+#else
+#define DWCY_UNROLL
 #endif
 
 /*
@@ -141,55 +153,64 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 #endif
 
 /*
- * Depthwise tile: NPIX output pixels of one output row x one vector of channels.
+ * Depthwise tile: NPIX output pixels of one output row x NVEC vectors of channels, accumulators in
+ * registers across all taps. More pixels reuse each weight load; more vectors give a single pixel
+ * (a border, a row's last pixels) independent accumulations instead of one long chain of dependent FMAs.
  *
  *   x          input at (first valid tap row, first valid tap column of the first pixel, first channel)
  *   row_step   elements between tap rows (dilation_h * W * C)
  *   col_step   elements between tap columns (dilation_w * C)
  *   pix_step   elements between the inputs of neighbouring output pixels (stride_w * C)
- *   w          packed weights at the first valid tap: [KH][KW][LANES], so
- *   w_row_step elements between tap rows of w (KW * LANES); a tap column is LANES further
+ *   w          packed weights of the first vector at its first valid tap: [block][KH][KW][LANES], so
+ *   w_row_step elements between tap rows of w (KW * LANES), a tap column being LANES further, and
+ *   w_block_step    elements between the weights of neighbouring vectors (KH * KW * LANES)
  *   nkh, nkw   valid taps (the border routines pass fewer than KH, KW)
- *   bias       LANES packed biases (zeros when the call has none)
+ *   bias       NVEC * LANES packed biases (zeros when the call has none)
  *   y, y_pix_step   output of the first pixel, elements between output pixels (C * M)
  *   activation      applied in registers before the store
  */
 #if DWCY_VECTOR_EXTENSIONS
-#define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX)                                                                   \
+#define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX, NVEC)                                                             \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t pix_step,        \
-                            const T *w, ptrdiff_t w_row_step, int nkh, int nkw, const T *bias, T *y,       \
-                            ptrdiff_t y_pix_step, int activation)                                          \
+                            const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh, int nkw,    \
+                            const T *bias, T *y, ptrdiff_t y_pix_step, int activation)                     \
     {                                                                                                      \
-        V acc[NPIX], b, wv, xv;                                                                            \
-        memcpy(&b, bias, sizeof(V));                                                                       \
-        for (int p = 0; p < NPIX; p++) acc[p] = b;                                                         \
+        const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
+        V acc[NPIX][NVEC], wv[NVEC], xv;                                                                   \
+        DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                           \
+            memcpy(&wv[v], bias + v * lanes, sizeof(V));                                                   \
+            DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p][v] = wv[v];                                      \
+        }                                                                                                  \
         for (int i = 0; i < nkh; i++) {                                                                    \
-            const T *xr = x + i * row_step;                                                                \
-            const T *wr = w + i * w_row_step;                                                              \
             for (int j = 0; j < nkw; j++) {                                                                \
-                memcpy(&wv, wr + j * (ptrdiff_t)(sizeof(V) / sizeof(T)), sizeof(V));                       \
-                const T *xc = xr + j * col_step;                                                           \
-                for (int p = 0; p < NPIX; p++) {                                                           \
-                    memcpy(&xv, xc + p * pix_step, sizeof(V));                                             \
-                    acc[p] += xv * wv;                                                                     \
-                }                                                                                          \
+                const T *xc = x + i * row_step + j * col_step;                                             \
+                DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                     \
+                    memcpy(&wv[v], w + v * w_block_step + i * w_row_step + j * lanes, sizeof(V));          \
+                DWCY_UNROLL for (int p = 0; p < NPIX; p++)                                                     \
+                    DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                               \
+                        memcpy(&xv, xc + p * pix_step + v * lanes, sizeof(V));                             \
+                        acc[p][v] += xv * wv[v];                                                           \
+                    }                                                                                      \
             }                                                                                              \
         }                                                                                                  \
-        for (int p = 0; p < NPIX; p++) {                                                                   \
-            dwcy_vactivate_##V(&acc[p], activation);                                                        \
-            memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                                                \
-        }                                                                                                  \
+        DWCY_UNROLL for (int p = 0; p < NPIX; p++)                                                             \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
+                dwcy_vactivate_##V(&acc[p][v], activation);                                                \
+                memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                             \
+            }                                                                                              \
     }
 #else
-#define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX)                                                                   \
+#define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX, NVEC)                                                             \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t pix_step,        \
-                            const T *w, ptrdiff_t w_row_step, int nkh, int nkw, const T *bias, T *y,       \
-                            ptrdiff_t y_pix_step, int activation)                                          \
+                            const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh, int nkw,    \
+                            const T *bias, T *y, ptrdiff_t y_pix_step, int activation)                     \
     {                                                                                                      \
         const int lanes = DWCY_VBYTES / sizeof(T);                                                         \
         for (int p = 0; p < NPIX; p++)                                                                     \
-            dwcy_dw_tail_##T(x + p * pix_step, row_step, col_step, w, w_row_step, nkh, nkw, bias,          \
-                             y + p * y_pix_step, lanes, activation);                                       \
+            for (int v = 0; v < NVEC; v++)                                                                 \
+                dwcy_dw_tail_##T(x + p * pix_step + v * lanes, row_step, col_step, w + v * w_block_step,   \
+                                 w_row_step, nkh, nkw, bias + v * lanes, y + p * y_pix_step + v * lanes,   \
+                                 lanes, activation);                                                       \
     }
 #endif
 
@@ -216,10 +237,18 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 DWCY_DEFINE_DW_TAIL(float)
 DWCY_DEFINE_DW_TAIL(double)
 
-DWCY_DEFINE_DW_TILE(dwcy_dw_f32_tile, float, dwcy_vf32, DWCY_DW_PIXELS)
-DWCY_DEFINE_DW_TILE(dwcy_dw_f32_1x, float, dwcy_vf32, 1)
-DWCY_DEFINE_DW_TILE(dwcy_dw_f64_tile, double, dwcy_vf64, DWCY_DW_PIXELS)
-DWCY_DEFINE_DW_TILE(dwcy_dw_f64_1x, double, dwcy_vf64, 1)
+/*
+ * The depthwise tiles: DWCY_DW_PIXELS pixels x 1 vector for the bulk of a row's interior; 4 pixels x 2 or
+ * 1 vectors for what is left of it; 1 pixel x 4 or 1 vectors for single pixels (borders, the last one).
+ */
+#define DWCY_DEFINE_DW_TILES(SUFFIX, T, V)                                                                      \
+    DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_mx1, T, V, DWCY_DW_PIXELS, 1)                                       \
+    DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_4x2, T, V, 4, 2)                                                    \
+    DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_4x1, T, V, 4, 1)                                                    \
+    DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x4, T, V, 1, 4)                                                    \
+    DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x1, T, V, 1, 1)
+DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
+DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
 /*
  * Pointwise (GEMM) tile: MR rows (pixels) x NR = NV * lanes output channels, over the whole K, so each
@@ -239,18 +268,18 @@ DWCY_DEFINE_DW_TILE(dwcy_dw_f64_1x, double, dwcy_vf64, 1)
     {                                                                                                          \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                        \
         V acc[MR][NV], bv[NV];                                                                                 \
-        for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));                              \
-        for (int i = 0; i < MR; i++)                                                                           \
-            for (int j = 0; j < NV; j++) acc[i][j] = bv[j];                                                    \
+        DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));                  \
+        DWCY_UNROLL for (int i = 0; i < MR; i++)                                                               \
+            DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = bv[j];                                        \
         for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
-            for (int j = 0; j < NV; j++) memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));                   \
-            for (int i = 0; i < MR; i++) {                                                                     \
+            DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));       \
+            DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
                 const V av = DWCY_BROADCAST_##T(a[i * lda + p]);                                               \
-                for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                                          \
+                DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                              \
             }                                                                                                  \
         }                                                                                                      \
-        for (int i = 0; i < MR; i++)                                                                           \
-            for (int j = 0; j < NV; j++) {                                                                     \
+        DWCY_UNROLL for (int i = 0; i < MR; i++)                                                               \
+            DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
                 dwcy_vactivate_##V(&acc[i][j], activation);                                                    \
                 memcpy(c + i * ldc + j * lanes, &acc[i][j], sizeof(V));                                        \
             }                                                                                                  \

@@ -214,12 +214,13 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
     cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
     cdef Py_ssize_t panels = _gemm_bias_size(n, lanes) // (2 * lanes)
     # Few row blocks (small images): also split the panels, so every thread gets work.
-    cdef int wanted = _threads_for(num_threads, blocks * panels)
+    cdef double multiply_adds = <double>pixels * k * n
+    cdef int wanted = _threads_for(num_threads, blocks * panels, multiply_adds)
     cdef Py_ssize_t chunks = 1
     if blocks < 4 * wanted:
         chunks = min(panels, (4 * wanted + blocks - 1) // blocks)
     cdef Py_ssize_t items = blocks * chunks
-    cdef int threads = _threads_for(num_threads, items)
+    cdef int threads = _threads_for(num_threads, items, multiply_adds)
     cdef Py_ssize_t bias_size = _gemm_bias_size(n, lanes)
     cdef Py_ssize_t scratch_size = _gemm_scratch_size(k, lanes)
     cdef floating *bias_padded = <floating *>malloc((bias_size + threads * scratch_size) * sizeof(floating))

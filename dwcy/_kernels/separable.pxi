@@ -41,11 +41,12 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t k = g.c * g.m
-    cdef int threads = _threads_for(num_threads, g.n * g.oh)
+    cdef double multiply_adds = <double>g.n * g.oh * g.ow * k * (g.kh * g.kw + cout)
+    cdef int threads = _threads_for(num_threads, g.n * g.oh, multiply_adds)
     cdef Py_ssize_t band_rows = _band_rows(g, sizeof(floating), threads)
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
-    threads = _threads_for(num_threads, items)
+    threads = _threads_for(num_threads, items, multiply_adds)
     # Shared: the packed depthwise weights and bias, the padded pointwise bias. Per thread: the band,
     # the depthwise expansion buffer (multiplier > 1), the pointwise scratch.
     cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
