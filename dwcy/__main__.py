@@ -1,21 +1,29 @@
 """The command line: ``python -m dwcy [bench] [options]`` and ``python -m dwcy info``.
 
-``bench`` (the default) times dwcy against the NumPy reference on MobileNetV2's depthwise layers and prints a
-table; ``info`` prints the build and runtime configuration. The pytest-benchmark suite in ``benchmarks/``
-measures more (batch 8, thread counts) and saves results; this is the quick look.
+``bench`` (the default) times dwcy against the NumPy reference on MobileNetV2's depthwise and pointwise layers
+and separable blocks (those also against dwcy's own two calls, unfused) and prints a table per section;
+``info`` prints the build and runtime configuration. The pytest-benchmark suite in ``benchmarks/`` measures the
+same layers at more settings (batch 8, thread counts) and saves results; this is the quick look.
 """
 
 import argparse
+import contextlib
+import functools
 import statistics
 import sys
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 import dwcy
 from dwcy import reference
-from dwcy._layers import MOBILENET_V2_DEPTHWISE
+from dwcy._layers import BENCHMARK_LAYERS, unfused_separable_conv2d
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # a dependency of dwcy's tests, not of dwcy: without it BLAS keeps its own thread count
+    threadpool_limits = None
 
 
 class Timing(NamedTuple):
@@ -49,25 +57,55 @@ def time_interleaved(functions, timing):
     return [statistics.median(times) for times in samples]
 
 
+class Contender(NamedTuple):
+    label: str  # names its columns
+    function: Callable  # function(*layer.make_inputs(...), num_threads=threads, **layer.keywords) -> output
+
+
+class Section(NamedTuple):
+    title: str
+    layers: tuple  # from dwcy._layers.BENCHMARK_LAYERS
+    contenders: tuple  # dwcy first: the table gives its speedup over each of the others
+
+
+#: The sections of the table, in order; ``--only`` picks some.
+SECTIONS = {
+    "depthwise": Section("depthwise layers", BENCHMARK_LAYERS["depthwise"], (
+        Contender("dwcy", dwcy.depthwise_conv2d), Contender("reference", reference.depthwise_conv2d))),
+    "pointwise": Section("pointwise layers", BENCHMARK_LAYERS["pointwise"], (
+        Contender("dwcy", dwcy.pointwise_conv2d), Contender("reference", reference.pointwise_conv2d))),
+    "separable": Section("separable blocks", BENCHMARK_LAYERS["separable"], (
+        Contender("dwcy", dwcy.separable_conv2d), Contender("unfused", unfused_separable_conv2d),
+        Contender("reference", reference.separable_conv2d))),
+}
+
+
 class Row(NamedTuple):
     layer: object
     batch: int
-    dwcy_s: float
-    reference_s: float
-    max_error: float  # from excess_error(): 0.0 when dwcy agrees with the float64 reference
+    seconds: list  # the median time of a call of each contender
+    errors: list  # excess_error() of each contender's result: 0.0 when it agrees with the float64 reference
 
     @property
-    def speedup(self):
-        return self.reference_s / self.dwcy_s
+    def speedups(self):
+        """How many times faster the first contender (dwcy) is than each of the others."""
+        return [other / self.seconds[0] for other in self.seconds[1:]]
 
-    def cells(self):
-        check = "ok" if self.max_error == 0 else f"WRONG (off by {self.max_error:.3g})"
-        return [self.layer.name, self.layer.shape_str(self.batch), f"{self.dwcy_s * 1e3:.3f}",
-                f"{self.reference_s * 1e3:.3f}", f"{self.speedup:.1f}x", check]
+    def check(self, contenders):
+        wrong = [f"{c.label} off by {error:.3g}" for c, error in zip(contenders, self.errors) if error != 0]
+        return "ok" if not wrong else "WRONG (" + ", ".join(wrong) + ")"
+
+    def cells(self, contenders):
+        return ([self.layer.name, self.layer.shape_str(self.batch)] + [f"{t * 1e3:.3f}" for t in self.seconds]
+                + [f"{speedup:.1f}x" for speedup in self.speedups] + [self.check(contenders)])
 
 
-HEADER = ["layer", "shape (NHWC)", "dwcy ms", "reference ms", "speedup", "check"]
-RIGHT_ALIGNED = [False, False, True, True, True, False]
+def table_header(contenders):
+    """The column names of a section's table, and which are right-aligned (the numbers)."""
+    header = (["layer", "shape (NHWC)"] + [f"{c.label} ms" for c in contenders]
+              + [f"vs {c.label}" for c in contenders[1:]] + ["check"])
+    numbers = len(contenders) * 2 - 1
+    return header, [False, False] + [True] * numbers + [False]
 
 
 def excess_error(result, expected, tolerance):
@@ -80,19 +118,13 @@ def excess_error(result, expected, tolerance):
     return float(error[bad].max()) if bad.any() else 0.0
 
 
-def bench_layer(layer, batch, dtype, threads, timing):
-    """Check dwcy against the float64 reference once, then time it and the NumPy reference on ``layer``."""
-    x, weight, bias = inputs = layer.make_inputs(batch, dtype)
-
-    def run_dwcy():
-        return dwcy.depthwise_conv2d(x, weight, bias, num_threads=threads, **layer.keywords)
-
-    def run_reference():
-        return reference.depthwise_conv2d(x, weight, bias, **layer.keywords)
-
-    max_error = excess_error(run_dwcy(), layer.expected(inputs), layer.tolerance(dtype))
-    dwcy_s, reference_s = time_interleaved([run_dwcy, run_reference], timing)
-    return Row(layer, batch, dwcy_s, reference_s, max_error)
+def bench_layer(layer, batch, dtype, threads, contenders, timing):
+    """Check every contender against the float64 reference once, then time them all on ``layer``."""
+    inputs = layer.make_inputs(batch, dtype)
+    calls = [functools.partial(c.function, *inputs, num_threads=threads, **layer.keywords) for c in contenders]
+    expected, tolerance = layer.expected(inputs), layer.tolerance(dtype)
+    errors = [excess_error(call(), expected, tolerance) for call in calls]
+    return Row(layer, batch, time_interleaved(calls, timing), errors)
 
 
 def format_table(header, rows, right_aligned):
@@ -107,30 +139,52 @@ def format_table(header, rows, right_aligned):
     return "\n".join([line(header), line(rule)] + [line(row) for row in rows])
 
 
-def describe_run(args):
-    """The lines above the table: what is compared, on which build, with which settings."""
+def common_keywords(layers):
+    """The keyword arguments all ``layers`` share, as in a call: "padding='same', activation='relu6'"."""
+    first = layers[0].keywords
+    return ", ".join(f"{k}={v!r}" for k, v in first.items() if all(layer.keywords[k] == v for layer in layers))
+
+
+def describe_run(args, threads):
+    """The lines above the tables: what is compared, on which build, with which settings."""
     config = dwcy.config()
-    threads = f"{args.threads}" if args.threads is not None else f"{config['threads']} (OpenMP's default)"
+    default = " (OpenMP's default)" if args.threads is None else ""
+    blas = (f"its matmul on BLAS limited to {threads} thread{'s' * (threads > 1)}" if threadpool_limits
+            else "its matmul on BLAS's own thread count (install threadpoolctl to limit it)")
     return (
-        f"dwcy {config['version']} ({config['simd_level']}) vs dwcy.reference (NumPy, one thread): "
-        f"MobileNetV2's depthwise 3x3 'same' layers + bias + relu6\n"
-        f"batch {args.batch}, {args.dtype}, dwcy threads {threads}; "
+        f"dwcy {config['version']} ({config['simd_level']}) vs dwcy.reference (NumPy, {blas}) "
+        f"on MobileNetV2's layers (224x224), with biases\n"
+        f"batch {args.batch}, {args.dtype}, dwcy threads {threads}{default}; "
         f"median of interleaved calls{', --quick' if args.quick else ''}"
     )
 
 
+def run_section(section, args, threads, timing):
+    """Time and print one section; return the names of the layers where a contender was wrong."""
+    dtype = np.dtype(args.dtype)
+    print(f"\n## {section.title}: {common_keywords(section.layers)}", flush=True)
+    rows = [bench_layer(layer, args.batch, dtype, args.threads, section.contenders, timing)
+            for layer in section.layers]
+    header, right_aligned = table_header(section.contenders)
+    print()
+    print(format_table(header, [row.cells(section.contenders) for row in rows], right_aligned))
+    means = (statistics.geometric_mean(speedups) for speedups in zip(*(row.speedups for row in rows)))
+    vs = ", ".join(f"{mean:.1f}x vs {c.label}" for mean, c in zip(means, section.contenders[1:]))
+    print(f"\ngeometric mean speedup of {section.contenders[0].label}: {vs}")
+    return [row.layer.name for row in rows if any(row.errors)]
+
+
 def run_bench(args):
     timing = QUICK if args.quick else FULL
-    dtype = np.dtype(args.dtype)
-    print(describe_run(args), flush=True)
-    rows = [bench_layer(layer, args.batch, dtype, args.threads, timing) for layer in MOBILENET_V2_DEPTHWISE]
-    print()
-    print(format_table(HEADER, [row.cells() for row in rows], RIGHT_ALIGNED))
-    print()
-    print(f"geometric mean speedup: {statistics.geometric_mean(row.speedup for row in rows):.1f}x")
-    wrong = [row.layer.name for row in rows if row.max_error != 0]
+    threads = args.threads or dwcy.config()["threads"]
+    print(describe_run(args, threads), flush=True)
+    # The references' BLAS gets dwcy's thread count (dwcy itself runs on OpenMP, which this leaves alone).
+    limit = threadpool_limits(limits=threads, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+    with limit:
+        wrong = [name for key, section in SECTIONS.items() if key in (args.only or SECTIONS)
+                 for name in run_section(section, args, threads, timing)]
     if wrong:
-        print(f"WRONG: dwcy disagrees with the float64 reference on {len(wrong)} layer(s): {', '.join(wrong)}")
+        print(f"\nWRONG: a result disagrees with the float64 reference on {len(wrong)} layer(s): {', '.join(wrong)}")
         return 1
     return 0
 
@@ -147,21 +201,33 @@ def positive_int(text):
     return value
 
 
+def section_names(text):
+    """``--only``'s value: section names, comma-separated."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    return names
+
+
 def add_bench_parser(commands):
     bench = commands.add_parser(
-        "bench", help="time dwcy against the NumPy reference on MobileNetV2's depthwise layers (the default)",
-        description="Time dwcy.depthwise_conv2d against dwcy.reference.depthwise_conv2d on the 10 depthwise layers "
-                    "of MobileNetV2 (224x224), check dwcy's results, and print a table with the speedups and "
-                    "their geometric mean. Exits with status 1 if a result is wrong.")
+        "bench", help="time dwcy against the NumPy reference on MobileNetV2's layers (the default)",
+        description="Time dwcy against dwcy.reference (NumPy) on the depthwise and pointwise layers and the "
+                    "separable blocks of MobileNetV2 (224x224), the fused separable blocks also against dwcy's "
+                    "depthwise then pointwise calls (unfused); check every result, and print a table per section "
+                    "with dwcy's speedups and their geometric means. Exits with status 1 if a result is wrong.")
     bench.add_argument("--batch", type=positive_int, default=1, metavar="N", help="images per call (default: 1)")
     bench.add_argument("--threads", type=positive_int, default=None, metavar="N",
                        help="dwcy's num_threads (default: OpenMP's default, i.e. OMP_NUM_THREADS or every core); "
-                            "the reference always runs on one thread")
+                            "the reference's matmul gets as many BLAS threads, the rest of it runs on one")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="dtype of the inputs and outputs (default: float32)")
     bench.add_argument("--quick", action="store_true",
                        help=f"time each layer for ~{QUICK.min_time} s instead of ~{FULL.min_time} s: "
                             "a few seconds in all, noisier")
+    bench.add_argument("--only", type=section_names, action="extend", default=None, metavar="SECTION[,SECTION]",
+                       help=f"time only these sections, of {', '.join(SECTIONS)} (repeatable; default: all)")
     bench.set_defaults(run=run_bench)
 
 

@@ -98,10 +98,10 @@ def int_pair(value, name):
 
 
 def resolve_num_threads(num_threads):
-    """``None`` (OpenMP's default, resolved by the kernels) or an int >= 1."""
+    """``None`` (OpenMP's default, resolved by the kernels) or an int >= 1, a most; capped at 2**16."""
     if num_threads is None:
         return None
-    return _positive_int(num_threads, "num_threads")
+    return min(_positive_int(num_threads, "num_threads"), 2**16)
 
 
 def activation_code(activation):
@@ -229,7 +229,7 @@ def check_out(out, shape, dtype, inputs):
     """``out=``: exactly ``shape`` and ``dtype``, C-contiguous, aligned, writeable, sharing no memory with an input."""
     if out is None:
         return None
-    if type(out) is not np.ndarray:
+    if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"out has dtype {out.dtype}; expected {dtype}, the dtype of x")
@@ -245,7 +245,7 @@ def check_out(out, shape, dtype, inputs):
     if not flags.writeable:
         raise ValueError("out must be writeable; got a read-only array")
     for name, arr in inputs:
-        if arr is not None and _overlaps(out, arr):
+        if isinstance(arr, np.ndarray) and _overlaps(out, arr):
             raise ValueError(f"out overlaps {name}: it must not share memory with any input")
     return out
 
@@ -276,8 +276,8 @@ def depthwise(x, weight, bias, stride, padding, dilation, activation, out):
     weight, _ = _as_array(weight, "weight", dtype)
     geometry = depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
     act = activation_code(activation)
-    bias = _check_bias(bias, geometry.out_channels, dtype, "bias")
     out = check_out(out, geometry.out_shape, dtype, (("x", x), ("weight", weight), ("bias", bias)))
+    bias = _check_bias(bias, geometry.out_channels, dtype, "bias")
     x = _kernel_ready(x, dtype)
     weight = _kernel_ready(weight, dtype).reshape(geometry.kh, geometry.kw, geometry.out_channels)
     return DepthwiseArgs(x, weight, bias, geometry, act, out)
@@ -340,8 +340,8 @@ def pointwise(x, weight, bias, activation, out):
     act = activation_code(activation)
     out_shape = x.shape[:3] + (cout,)
     _check_size(out_shape, "the output")
-    bias = _check_bias(bias, cout, dtype, "bias")
     out = check_out(out, out_shape, dtype, (("x", x), ("weight", weight), ("bias", bias)))
+    bias = _check_bias(bias, cout, dtype, "bias")
     return PointwiseArgs(_kernel_ready(x, dtype), _kernel_ready(weight, dtype), bias, act, out)
 
 
@@ -383,11 +383,11 @@ def separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_b
     dtype = dw.x.dtype
     pw_weight = _pointwise_weight(pointwise_weight, dw.geometry.out_channels, dtype, "pointwise_weight")
     cout = pw_weight.shape[1]
-    pw_bias = _check_bias(pointwise_bias, cout, dtype, "pointwise_bias")
     act = activation_code(activation)
     out_shape = dw.geometry.out_shape[:3] + (cout,)
     _check_size(out_shape, "the output")
-    inputs = (("x", x), ("depthwise_weight", depthwise_weight), ("pointwise_weight", pw_weight),
-              ("depthwise_bias", dw.bias), ("pointwise_bias", pw_bias))
+    inputs = (("x", x), ("depthwise_weight", depthwise_weight), ("pointwise_weight", pointwise_weight),
+              ("depthwise_bias", depthwise_bias), ("pointwise_bias", pointwise_bias))
     out = check_out(out, out_shape, dtype, inputs)
+    pw_bias = _check_bias(pointwise_bias, cout, dtype, "pointwise_bias")
     return SeparableArgs(dw, _kernel_ready(pw_weight, dtype), pw_bias, act, out)

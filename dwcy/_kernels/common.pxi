@@ -2,6 +2,8 @@
 #
 # Included (not cimported) so that each per-SIMD-level module compiles its own copy.
 
+import os
+
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -58,9 +60,24 @@ def build_info():
     }
 
 
+# GNU OpenMP cannot run a parallel region in a child made by fork() once the parent has started its
+# thread pool: the child would wait forever for threads that were not copied. A child therefore runs
+# every kernel in its own thread (the "spawn" and "forkserver" start methods keep their threads).
+cdef bint _in_forked_child = False
+
+
+def _after_fork_in_child():
+    global _in_forked_child
+    _in_forked_child = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def max_threads():
     """The thread count a call with ``num_threads=None`` would use (OpenMP's current default)."""
-    return omp_get_max_threads()
+    return 1 if _in_forked_child else omp_get_max_threads()
 
 
 cdef extern from "microkernels.h" nogil:
@@ -71,6 +88,8 @@ cdef inline int _threads_for(int requested, Py_ssize_t work_items, double multip
     """Threads for a parallel loop: the request (0: OpenMP's default) at most, never more than the work
     items, and no more than one per DWCY_MIN_WORK_PER_THREAD multiply-adds (starting and joining a
     thread costs a microsecond or two: small layers run faster on fewer threads)."""
+    if _in_forked_child:
+        return 1
     cdef int n = requested if requested > 0 else omp_get_max_threads()
     if n > work_items:
         n = <int>work_items

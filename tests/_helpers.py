@@ -1,0 +1,187 @@
+"""Numerical helpers shared by the kernel tests: depthwise now, pointwise and separable later.
+
+Every kernel is checked the same way: run it, run its ``dwcy.reference`` twin on float64 copies of the
+same arguments, and compare element by element within a rounding bound (``assert_close_to_reference``).
+"""
+
+import numpy as np
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ACTIVATIONS = (None, "relu", "relu6", "hardswish")
+
+# SIMD lanes of one 64-byte vector: the channel block of the kernels, so C = LANES +- 1 hits a channel tail.
+LANES = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+
+# Tolerance, per term of a sum and per unit of magnitude, keyed by dtype.
+#
+# An output element is a sum of `terms` products plus a bias, then an activation. Summing n terms in
+# floating point errs by at most about n * (eps / 2) * sum(|term_i|) (Higham's gamma_n bound), whatever
+# the order of the sum, so different blockings, FMA contraction and the reference's own order all fit
+# under it. Allowed per element: TOLERANCE_PER_TERM * (terms + 1) * sum(|term_i|), with 4 eps per term:
+#   1/2 eps  the kernel's sum (plus one rounding of the result to the output dtype),
+#   1/2 eps  the reference's sum (it matters for float64, where the reference rounds as much as the kernel),
+#   x 1.5    hardswish's largest slope, which amplifies an error that enters it,
+#   + 3 eps  hardswish's own three roundings (add, multiply, divide),
+# and a margin of about 2. An error beyond it is a wrong tap, weight, bias or channel, not rounding.
+TOLERANCE_PER_TERM = {dtype: 4 * np.finfo(dtype).eps for dtype in DTYPES}
+
+
+def dtype_id(dtype):
+    """A short pytest id for a dtype: 'float32'."""
+    return np.dtype(dtype).name
+
+
+def random_array(rng, shape, dtype, scale=1.0):
+    """Standard normal values times ``scale``, rounded to ``dtype``."""
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def as_float64(value):
+    """A float64 copy of an array (any byte order or layout); anything else as it is."""
+    return value.astype(np.float64) if isinstance(value, np.ndarray) else value
+
+
+def _reference_arguments(args, kwargs, transform=as_float64):
+    args = [transform(a) for a in args]
+    kwargs = {name: transform(value) for name, value in kwargs.items() if name != "out"}
+    return args, kwargs
+
+
+def reference_magnitude(reference_fn, *args, **kwargs):
+    """sum(|term_i|) of every output element: the reference run on absolute values, without activations.
+
+    For a composition (separable) it is the magnitude of the composition of absolute values, an upper
+    bound of every intermediate sum's magnitude.
+    """
+
+    def absolute(value):
+        return np.abs(as_float64(value)) if isinstance(value, np.ndarray) else value
+
+    args, kwargs = _reference_arguments(args, kwargs, absolute)
+    for name in kwargs:
+        if name.endswith("activation"):
+            kwargs[name] = None
+    with np.errstate(invalid="ignore", over="ignore"):
+        return reference_fn(*args, **kwargs)
+
+
+def assert_within_rounding(actual, expected, magnitude, terms, dtype=None):
+    """``actual`` equals ``expected`` up to the rounding of ``terms``-term sums of size ``magnitude``.
+
+    NaN and +-Inf must sit at the same positions in both (and be of the same sign); every finite element
+    must lie within TOLERANCE_PER_TERM[dtype] * (terms + 1) * magnitude of the expected one.
+    """
+    dtype = np.dtype(actual.dtype if dtype is None else dtype)
+    assert actual.shape == expected.shape, f"shape {actual.shape}, expected {expected.shape}"
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg="NaN positions differ")
+    infinite = np.isinf(expected)
+    np.testing.assert_array_equal(np.isinf(actual), infinite, err_msg="Inf positions differ")
+    np.testing.assert_array_equal(actual[infinite], expected[infinite], err_msg="Inf signs differ")
+
+    finite = np.isfinite(expected)
+    tolerance = TOLERANCE_PER_TERM[dtype] * (terms + 1) * np.asarray(magnitude, np.float64)
+    error = np.abs(actual.astype(np.float64) - expected)
+    bad = finite & ~(error <= tolerance)
+    if bad.any():
+        worst = np.unravel_index(np.argmax(np.where(bad, error - tolerance, -np.inf)), bad.shape)
+        raise AssertionError(
+            f"{bad.sum()} of {bad.size} elements differ beyond rounding; the worst at {tuple(map(int, worst))}: "
+            f"got {actual[worst]!r}, expected {expected[worst]!r}, tolerance {tolerance[worst]:.3g} "
+            f"({terms} terms, magnitude {float(np.asarray(magnitude)[worst]):.3g}, {dtype})"
+        )
+
+
+def assert_close_to_reference(actual, reference_fn, *args, terms, **kwargs):
+    """Compare a kernel's result with ``reference_fn(*args, **kwargs)`` computed in float64.
+
+    ``args``/``kwargs`` are the ones the kernel was called with (``out`` is ignored); ``terms`` is the
+    number of products summed into one output element (KH*KW for depthwise, Cin for pointwise). Returns
+    the float64 expected result.
+    """
+    assert actual.dtype in DTYPES and actual.dtype.isnative, f"result dtype {actual.dtype}"
+    assert actual.flags.c_contiguous, "the result must be C-contiguous"
+    ref_args, ref_kwargs = _reference_arguments(args, kwargs)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are compared, not warned about
+        expected = reference_fn(*ref_args, **ref_kwargs)
+    magnitude = reference_magnitude(reference_fn, *args, **kwargs)
+    assert_within_rounding(actual, expected, magnitude, terms, actual.dtype)
+    return expected
+
+
+def sentinel_filled(shape, dtype, value=np.nan):
+    """An output buffer pre-filled with ``value``: any element a kernel fails to write keeps it."""
+    return np.full(shape, value, dtype)
+
+
+# ------------------------------------------------------------------------------------- memory layouts
+
+
+def _misaligned(values):
+    # One byte past an aligned start: no float32/float64 element is aligned to its size.
+    buffer = bytearray(values.nbytes + 1)
+    array = np.ndarray(values.shape, values.dtype, buffer=buffer, offset=1)
+    array[...] = values
+    assert not array.flags.aligned
+    return array
+
+
+def _read_only(values):
+    array = values.copy()
+    array.flags.writeable = False
+    return array
+
+
+def _sliced(values):
+    # Every other element of a twice-as-long last axis: strided, not contiguous.
+    wide = np.zeros(values.shape[:-1] + (2 * values.shape[-1],), values.dtype)
+    wide[..., ::2] = values
+    return wide[..., ::2]
+
+
+def _negative_strides(values):
+    flip = (slice(None, None, -1),) * values.ndim
+    return np.ascontiguousarray(values[flip])[flip]
+
+
+def _transposed_view(values):
+    return np.ascontiguousarray(values.T).T
+
+
+def _big_endian(values):
+    return values.astype(values.dtype.newbyteorder(">"))
+
+
+def _big_endian_strided(values):
+    return _sliced(_big_endian(values))
+
+
+#: name -> function returning an array equal to its argument with another memory layout.
+LAYOUTS = {
+    "fortran": np.asfortranarray,
+    "transposed_view": _transposed_view,
+    "sliced": _sliced,
+    "negative_strides": _negative_strides,
+    "read_only": _read_only,
+    "misaligned": _misaligned,
+    "big_endian": _big_endian,
+    "big_endian_strided": _big_endian_strided,
+}
+
+
+# ------------------------------------------------------------------------------------------ depthwise
+
+
+def depthwise_inputs(rng, dtype, *, n=2, h=9, w=9, c=5, kh=3, kw=None, multiplier=1, bias=True, scale=1.0):
+    """Random (x, weight, bias) of a depthwise convolution; weight is (KH, KW, C) when multiplier is None."""
+    kw = kh if kw is None else kw
+    x = random_array(rng, (n, h, w, c), dtype, scale)
+    weight_shape = (kh, kw, c) if multiplier is None else (kh, kw, c, multiplier)
+    weight = random_array(rng, weight_shape, dtype)
+    out_channels = c * (multiplier or 1)
+    b = random_array(rng, (out_channels,), dtype) if bias else None
+    return x, weight, b
+
+
+def depthwise_terms(weight):
+    """Products summed into one depthwise output element: KH*KW."""
+    return weight.shape[0] * weight.shape[1]
