@@ -27,33 +27,45 @@ except ImportError:  # a dependency of dwcy's tests, not of dwcy: without it BLA
 
 
 class Timing(NamedTuple):
-    """How long to time one case: at least ``min_time`` seconds in all and ``min_rounds`` calls of each function."""
+    """How long to time each function of one case: ``rounds`` blocks, each of at least ``min_time`` seconds and
+    ``min_calls`` calls, after the untimed ``SETTLE``."""
 
+    rounds: int
     min_time: float
-    min_rounds: int
+    min_calls: int
 
 
-FULL = Timing(min_time=0.5, min_rounds=5)
-QUICK = Timing(min_time=0.05, min_rounds=3)
+FULL = Timing(rounds=2, min_time=0.1, min_calls=3)
+QUICK = Timing(rounds=1, min_time=0.02, min_calls=3)
+
+# Seconds a function runs untimed before each of its blocks. OpenBLAS's idle threads spin for ~0.1 s after a
+# call (libgomp's, dwcy's, for a few ms); with as many threads as cores, a pool that starts while another spins
+# waits for scheduler time slices (ms) instead of getting the cores: calls of ~0.1 ms measured 10-100x slower.
+SETTLE = 0.15
 
 
 def time_interleaved(functions, timing):
-    """Median seconds of one call of each of ``functions`` (no arguments), timed in alternation.
+    """Median seconds of one call of each of ``functions`` (no arguments), timed in alternating blocks.
 
-    Each round calls every function once, so the noise of a shared machine (a busy neighbour, a clock change)
-    hits them all alike and their ratio holds when absolute times drift. The median ignores the rounds a
-    neighbour spoiled. A first call of each, untimed, pays the one-off costs: OpenMP starting its threads,
-    page faults on fresh buffers.
+    Each round runs every function in turn for one block: untimed for ``SETTLE`` seconds, so the threads of the
+    previous function's pool are asleep and the one-off costs (OpenMP starting its threads, page faults on fresh
+    buffers) are paid, then timed. Alternating rounds make the noise of a shared machine (a busy neighbour, a
+    clock change) hit every function alike, so their ratio holds when absolute times drift; the median ignores
+    the calls a neighbour spoiled. (Blocks, not calls, alternate: see ``SETTLE``.)
     """
-    for function in functions:
-        function()
     samples = [[] for _ in functions]
-    started = time.perf_counter()
-    while len(samples[0]) < timing.min_rounds or time.perf_counter() - started < timing.min_time:
+    for _ in range(timing.rounds):
         for function, times in zip(functions, samples):
-            begin = time.perf_counter()
+            timed_from = time.perf_counter() + SETTLE
             function()
-            times.append(time.perf_counter() - begin)
+            while time.perf_counter() < timed_from:
+                function()
+            block = []
+            while len(block) < timing.min_calls or time.perf_counter() - timed_from < timing.min_time:
+                begin = time.perf_counter()
+                function()
+                block.append(time.perf_counter() - begin)
+            times += block
     return [statistics.median(times) for times in samples]
 
 
@@ -155,7 +167,7 @@ def describe_run(args, threads):
         f"dwcy {config['version']} ({config['simd_level']}) vs dwcy.reference (NumPy, {blas}) "
         f"on MobileNetV2's layers (224x224), with biases\n"
         f"batch {args.batch}, {args.dtype}, dwcy threads {threads}{default}; "
-        f"median of interleaved calls{', --quick' if args.quick else ''}"
+        f"median of calls in alternating blocks{', --quick' if args.quick else ''}"
     )
 
 
@@ -224,8 +236,8 @@ def add_bench_parser(commands):
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="dtype of the inputs and outputs (default: float32)")
     bench.add_argument("--quick", action="store_true",
-                       help=f"time each layer for ~{QUICK.min_time} s instead of ~{FULL.min_time} s: "
-                            "a few seconds in all, noisier")
+                       help="time each function on each layer in one short block instead of two longer ones: "
+                            "~20 s in all instead of ~50 s, noisier")
     bench.add_argument("--only", type=section_names, action="extend", default=None, metavar="SECTION[,SECTION]",
                        help=f"time only these sections, of {', '.join(SECTIONS)} (repeatable; default: all)")
     bench.set_defaults(run=run_bench)

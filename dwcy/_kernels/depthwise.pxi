@@ -4,7 +4,8 @@
 # contiguous band of rows whose input rows stay in its caches. In a row, output columns are either
 # interior (every column tap inside the image) or border (some taps in the left/right padding):
 #
-#   interior, in bulk    per channel block of one vector (LANES channels), DWCY_DW_PIXELS pixels a tile
+#   interior, in bulk    DWCY_DW_PIXELS pixels x 1 vector (LANES channels) a tile, each channel block of
+#                        these pixels in turn; 3-wide kernels of stride 1 or 2 have tiles of their own
 #   interior, what is left (< DWCY_DW_PIXELS)      4 pixels x 2 vectors a tile, then single pixels
 #   single pixels and borders                      1 pixel x 4 vectors a tile, taps clipped to the image
 #
@@ -54,6 +55,18 @@ cdef extern from "microkernels.h" nogil:
     void dwcy_dw_f64_1x1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
                         const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_mx1_k3s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_mx1_k3s2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_mx1_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f64_mx1_k3s2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
+                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
+                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -85,6 +98,45 @@ cdef inline int _lanes(const floating *dummy) noexcept nogil:
         return DWCY_LANES_F32
     else:
         return DWCY_LANES_F64
+
+
+# The bulk tile of a row: general, or one with the kernel width and stride built in (microkernels.h).
+cdef enum BulkTile:
+    BULK_GENERAL = 0
+    BULK_K3S1 = 1
+    BULK_K3S2 = 2
+
+
+cdef inline BulkTile _bulk_tile(const DwGeometry *g) noexcept nogil:
+    if g.kw == 3 and g.dw == 1 and g.sw == 1:
+        return BULK_K3S1
+    if g.kw == 3 and g.dw == 1 and g.sw == 2:
+        return BULK_K3S2
+    return BULK_GENERAL
+
+
+cdef inline void _dw_bulk_tile(BulkTile kind, const floating *x, Py_ssize_t row_step, Py_ssize_t col_step,
+                               Py_ssize_t pix_step, const floating *w, Py_ssize_t w_row_step, int nkh, int nkw,
+                               const floating *bias, floating *y, Py_ssize_t y_pix_step,
+                               int activation) noexcept nogil:
+    """DWCY_DW_PIXELS pixels x 1 vector, with the tile ``kind`` says."""
+    if kind == BULK_GENERAL:
+        _dw_tile(DWCY_DW_PIXELS, 1, x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
+                 y_pix_step, activation)
+    elif floating is float:
+        if kind == BULK_K3S1:
+            dwcy_dw_f32_mx1_k3s1(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
+                                 y_pix_step, activation)
+        else:
+            dwcy_dw_f32_mx1_k3s2(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
+                                 y_pix_step, activation)
+    else:
+        if kind == BULK_K3S1:
+            dwcy_dw_f64_mx1_k3s1(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
+                                 y_pix_step, activation)
+        else:
+            dwcy_dw_f64_mx1_k3s2(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
+                                 y_pix_step, activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -211,12 +263,13 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     bulk_end = ow_lo + count // pixels * pixels
     cdef const floating *x = <const floating *>r.x  # the first column tap of ow is x + ow*sw*ci - pl*ci
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes
-    for b in range(blocks):
-        for t in range(count // pixels):
-            ow = ow_lo + t * pixels
-            _dw_tile(DWCY_DW_PIXELS, 1, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
-                     w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, <int>g.kw,
-                     bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
+    cdef BulkTile bulk = _bulk_tile(g)
+    for t in range(count // pixels):  # pixel tiles outside, channel blocks inside: memory order
+        ow = ow_lo + t * pixels
+        for b in range(blocks):
+            _dw_bulk_tile(bulk, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
+                          w + b * taps * lanes, g.kw * lanes, <int>r.nkh, <int>g.kw, bpack + b * lanes,
+                          y + ow * co + b * lanes, co, g.activation)
     ow = bulk_end
     while ow + 4 <= ow_hi:
         b = 0
