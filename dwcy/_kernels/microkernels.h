@@ -33,11 +33,14 @@
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
+ * DWCY_FUSE_MIN_BYTES
+ *                  separable: below this many bytes of intermediate tensor, the stages run unfused
  */
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_PACK_STRIDE_BYTES 4096
 #define DWCY_BAND_BYTES (128 * 1024)
+#define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 65536
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
@@ -302,13 +305,29 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
  *   a, lda     first row of A (pixels x K, row-major) and the elements between its rows
  *   b, ldb     first row of the weights' panel (K x NR) and the elements between its rows
  *   bias       NR biases
- *   c, ldc     the output tile and the elements between its rows; all MR x NR are written
+ *   c, ldc     the output tile and the elements between its rows
+ *   last_cols  columns of the last vector to store (lanes, or fewer for the last panel of a row)
  *   activation applied in registers before the store
  */
 #if DWCY_VECTOR_EXTENSIONS
+/* Store the first n lanes of *v at dst (n <= lanes): the last, partial vector of a row's columns. */
+#if defined(__AVX512F__)
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
+{
+    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1), (__m512)*v);
+}
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
+{
+    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1), (__m512d)*v);
+}
+#else
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n) { memcpy(dst, v, n * sizeof(float)); }
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n) { memcpy(dst, v, n * sizeof(double)); }
+#endif
+
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int activation)                                               \
+                            T *c, ptrdiff_t ldc, int last_cols, int activation)                                \
     {                                                                                                          \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                        \
         V acc[MR][NV], bv[NV];                                                                                 \
@@ -325,17 +344,20 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
         DWCY_UNROLL for (int i = 0; i < MR; i++)                                                               \
             DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
                 dwcy_vactivate_##V(&acc[i][j], activation);                                                    \
-                memcpy(c + i * ldc + j * lanes, &acc[i][j], sizeof(V));                                        \
+                if (j < NV - 1 || last_cols == lanes)                                                          \
+                    memcpy(c + i * ldc + j * lanes, &acc[i][j], sizeof(V));                                    \
+                else                                                                                           \
+                    dwcy_store_##T(c + i * ldc + j * lanes, &acc[i][j], last_cols);                            \
             }                                                                                                  \
     }
 #else
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int activation)                                               \
+                            T *c, ptrdiff_t ldc, int last_cols, int activation)                                \
     {                                                                                                          \
-        const int nr = NV * (int)(DWCY_VBYTES / sizeof(T));                                                    \
+        const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                      \
         for (int i = 0; i < MR; i++)                                                                           \
-            for (int j = 0; j < nr; j++) {                                                                     \
+            for (int j = 0; j < (NV - 1) * lanes + last_cols; j++) {                                           \
                 T acc = bias[j];                                                                               \
                 for (ptrdiff_t p = 0; p < k; p++) acc += a[i * lda + p] * b[p * ldb + j];                      \
                 c[i * ldc + j] = dwcy_activate_##T(acc, activation);                                           \
@@ -344,8 +366,8 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 #endif
 
 /*
- * The tiles: MR x NV for the bulk, and narrower ones for the edges, so that a partial tile computes
- * (nearly) no padding: rows % MR run 4 then 1 rows at a time; the last NR-wide panel one vector at a time.
+ * The tiles: MR x 2 vectors for the bulk, and narrower ones for the edges, so that a partial tile computes
+ * little padding: rows % MR run 4 then 1 rows at a time; a last panel of at most one vector, 1 vector wide.
  */
 #define DWCY_DEFINE_GEMM_TILES(SUFFIX, T, V)                                                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx2, T, V, DWCY_GEMM_MR, 2)                                    \

@@ -1,5 +1,5 @@
 # Pointwise (1x1) convolution, NHWC: a GEMM C (pixels x Cout) = A (pixels x Cin) @ W (Cin x Cout),
-# the framework loops around the register tile dwcy_gemm_*_tile (MR pixels x NR channels, whole K).
+# the framework loops around the register tiles dwcy_gemm_* (MR pixels x NR channels, whole K).
 #
 # The loop nest (BLIS's, without a K split: K = Cin is small in separable nets, and summing all of K in
 # one tile keeps each output's order fixed and lets bias and activation fuse into the store):
@@ -11,9 +11,10 @@
 #
 # A panel of W (K x NR) is read in place, NR contiguous elements in each of its K rows, unless those rows
 # lie DWCY_GEMM_PACK_STRIDE_BYTES or more apart (a wide W: each row in its own page, a TLB miss per row):
-# then the panel is first packed into the thread's scratch, as is the zero-padded last panel. Rows that do not fill an MR-row tile take 4-row then 1-row tiles, which read only their rows; the last
-# panel's columns take a one-vector tile, then a partial vector computed into scratch and copied out:
-# nothing outside the caller's arrays is touched.
+# then the panel is first packed into the thread's scratch, as is the zero-padded last panel. Rows that
+# do not fill an MR-row tile take 4-row then 1-row tiles, which read only their rows; a last panel of
+# one vector or less takes one-vector tiles, and the tiles store only the panel's columns (a masked
+# store for the last vector): nothing outside the caller's arrays is touched.
 #
 # Each output element is bias + the sum over K in order by the same tile, however rows and panels are
 # split among threads: results are bitwise identical at any thread count.
@@ -24,29 +25,29 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_PACK_STRIDE_BYTES
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                            float *, Py_ssize_t, int) noexcept
+                            float *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f32_4x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int) noexcept
+                           float *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f32_1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int) noexcept
+                           float *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f32_mrx1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                            float *, Py_ssize_t, int) noexcept
+                            float *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f32_4x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int) noexcept
+                           float *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f32_1x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int) noexcept
+                           float *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                            double *, Py_ssize_t, int) noexcept
+                            double *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int) noexcept
+                           double *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_1x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int) noexcept
+                           double *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_mrx1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                            double *, Py_ssize_t, int) noexcept
+                            double *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_4x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int) noexcept
+                           double *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_1x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int) noexcept
+                           double *, Py_ssize_t, int, int) noexcept
 
 
 ctypedef struct GemmWeights:
@@ -58,8 +59,8 @@ ctypedef struct GemmWeights:
 
 
 cdef inline Py_ssize_t _gemm_scratch_size(Py_ssize_t k, int lanes) noexcept nogil:
-    """Per-thread elements: a packed panel (k x NR) and one MR x lanes result of a partial vector."""
-    return k * 2 * lanes + DWCY_GEMM_MR * lanes
+    """Per-thread elements: a packed panel (k x NR)."""
+    return k * 2 * lanes
 
 
 cdef inline Py_ssize_t _gemm_bias_size(Py_ssize_t n, int lanes) noexcept nogil:
@@ -96,103 +97,80 @@ cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssi
 
 
 cdef inline void _tile(int mr, bint two_vectors, Py_ssize_t k, const floating *a, const floating *b,
-                       Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
+                       Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int last_cols,
                        int activation) noexcept nogil:
     """The register tile of mr (DWCY_GEMM_MR, 4 or 1) rows x one or two vectors of columns; lda = k."""
     if floating is float:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f32_mrx2(k, a, k, b, ldb, bias, c, ldc, activation)
+                dwcy_gemm_f32_mrx2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
             elif mr == 4:
-                dwcy_gemm_f32_4x2(k, a, k, b, ldb, bias, c, ldc, activation)
+                dwcy_gemm_f32_4x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
             else:
-                dwcy_gemm_f32_1x2(k, a, k, b, ldb, bias, c, ldc, activation)
+                dwcy_gemm_f32_1x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
         elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f32_mrx1(k, a, k, b, ldb, bias, c, ldc, activation)
+            dwcy_gemm_f32_mrx1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
         elif mr == 4:
-            dwcy_gemm_f32_4x1(k, a, k, b, ldb, bias, c, ldc, activation)
+            dwcy_gemm_f32_4x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
         else:
-            dwcy_gemm_f32_1x1(k, a, k, b, ldb, bias, c, ldc, activation)
+            dwcy_gemm_f32_1x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
     else:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f64_mrx2(k, a, k, b, ldb, bias, c, ldc, activation)
+                dwcy_gemm_f64_mrx2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
             elif mr == 4:
-                dwcy_gemm_f64_4x2(k, a, k, b, ldb, bias, c, ldc, activation)
+                dwcy_gemm_f64_4x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
             else:
-                dwcy_gemm_f64_1x2(k, a, k, b, ldb, bias, c, ldc, activation)
+                dwcy_gemm_f64_1x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
         elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f64_mrx1(k, a, k, b, ldb, bias, c, ldc, activation)
+            dwcy_gemm_f64_mrx1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
         elif mr == 4:
-            dwcy_gemm_f64_4x1(k, a, k, b, ldb, bias, c, ldc, activation)
+            dwcy_gemm_f64_4x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
         else:
-            dwcy_gemm_f64_1x1(k, a, k, b, ldb, bias, c, ldc, activation)
+            dwcy_gemm_f64_1x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
 
 
 cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t rows, const floating *b,
-                            Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int activation,
-                            bint two_vectors) noexcept nogil:
-    """c[:rows, one or two vectors] over all rows of a (rows, k): MR rows per tile, then 4, then 1."""
+                            Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols,
+                            int activation) noexcept nogil:
+    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a (rows, k): MR rows a tile, then 4, then 1."""
+    cdef int lanes = _lanes(a)
+    cdef bint two_vectors = cols > lanes
+    cdef int last_cols = cols - lanes if two_vectors else cols
     cdef Py_ssize_t i = 0
     cdef int mr = DWCY_GEMM_MR
     while i + mr <= rows:
-        _tile(mr, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, activation)
+        _tile(mr, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, last_cols, activation)
         i += mr
     while i + 4 <= rows:
-        _tile(4, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, activation)
+        _tile(4, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, last_cols, activation)
         i += 4
     while i < rows:
-        _tile(1, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, activation)
+        _tile(1, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, last_cols, activation)
         i += 1
-
-
-cdef inline void _copy_tile(const floating *src, Py_ssize_t lds, floating *dst, Py_ssize_t ldd,
-                            Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t i, j
-    for i in range(rows):
-        for j in range(cols):
-            dst[i * ldd + j] = src[i * lds + j]
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
                      Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation,
-                     floating *scratch) noexcept nogil:
+                     floating *panel) noexcept nogil:
     """c[:rows, panels] = activation(a @ W[:, panels] + bias); a (rows, k) and c (rows, n) row-major.
 
-    A full panel is two vectors of columns, read in place unless W's rows are far apart; the last one
-    may hold one full vector, then a partial one, computed into scratch (MR x lanes) and copied out.
+    A panel is read in place when it is whole and W's rows are near each other; otherwise it is first
+    copied, zero-padded, into ``panel`` (k x NR): the tiles then read whole vectors and store only the
+    panel's columns.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
-    cdef Py_ssize_t lanes = nr // 2
-    cdef floating *panel = scratch
-    cdef floating *partial = scratch + k * nr
-    cdef const floating *b
-    cdef const floating *bias
-    cdef Py_ssize_t p, col, cols, i, r
+    cdef Py_ssize_t p, col, cols
     for p in range(panel_begin, panel_end):
         col = p * nr
         cols = min(nr, n - col)
-        bias = <const floating *>gw.bias + col
         if cols == nr and n * sizeof(floating) < DWCY_GEMM_PACK_STRIDE_BYTES:
-            _gemm_cols(k, a, rows, <const floating *>gw.weight + col, n, bias, c + col, n, activation, True)
-            continue
-        _pack_panel(<const floating *>gw.weight, k, n, col, cols, nr, panel)
-        if cols == nr:
-            _gemm_cols(k, a, rows, panel, nr, bias, c + col, n, activation, True)
-            continue
-        b = panel
-        if cols >= lanes:
-            _gemm_cols(k, a, rows, b, nr, bias, c + col, n, activation, False)
-            b += lanes
-            col += lanes
-            cols -= lanes
-            bias += lanes
-        i = 0
-        while i < rows and cols > 0:
-            r = min(DWCY_GEMM_MR, rows - i)
-            _gemm_cols(k, a + i * k, r, b, nr, bias, partial, lanes, activation, False)
-            _copy_tile(partial, lanes, c + i * n + col, n, r, cols)
-            i += r
+            _gemm_cols(k, a, rows, <const floating *>gw.weight + col, n, <const floating *>gw.bias + col,
+                       c + col, n, <int>cols, activation)
+        else:
+            _pack_panel(<const floating *>gw.weight, k, n, col, cols, nr, panel)
+            _gemm_cols(k, a, rows, panel, nr, <const floating *>gw.bias + col, c + col, n, <int>cols,
+                       activation)
 
 
 cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:

@@ -5,9 +5,14 @@
 # pointwise tiles as their A matrix: the intermediate tensor is never allocated, and never travels to
 # memory. Both stages run the very routines of depthwise_conv2d and pointwise_conv2d on every pixel, so
 # the result equals composing the two functions bit for bit, whatever the bands or the thread count.
+#
+# When the whole intermediate tensor is small (DWCY_FUSE_MIN_BYTES: it stays in cache anyway), the two
+# stages run one after the other on a temporary instead: bands would only make every band read all of
+# the pointwise weights again, which costs more than they save on the small, deep layers.
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_BAND_BYTES
+    int DWCY_FUSE_MIN_BYTES
 
 
 cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int threads) noexcept nogil:
@@ -41,6 +46,10 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t k = g.c * g.m
+    cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
+    if intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES:
+        return _sep_run_unfused(x, dw_weight, dw_bias, pw_weight, pw_bias, y, g, cout, activation,
+                                num_threads, intermediate)
     cdef double multiply_adds = <double>g.n * g.oh * g.ow * k * (g.kh * g.kw + cout)
     cdef int threads = _threads_for(num_threads, g.n * g.oh, multiply_adds)
     cdef Py_ssize_t band_rows = _band_rows(g, sizeof(floating), threads)
@@ -76,3 +85,17 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
                       mine + band_size, mine + band_size + expand_size)
     free(wpack)
     return 0
+
+
+cdef int _sep_run_unfused(const floating *x, const floating *dw_weight, const floating *dw_bias,
+                          const floating *pw_weight, const floating *pw_bias, floating *y, const DwGeometry *g,
+                          Py_ssize_t cout, int activation, int num_threads, Py_ssize_t intermediate) noexcept nogil:
+    """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
+    cdef floating *mid = <floating *>malloc(intermediate * sizeof(floating))
+    if mid == NULL:
+        return -1
+    cdef int rc = _dw_run(x, dw_weight, dw_bias, mid, g, num_threads)
+    if rc == 0:
+        rc = _pw_run(mid, pw_weight, pw_bias, y, g.n * g.oh * g.ow, g.c * g.m, cout, activation, num_threads)
+    free(mid)
+    return rc
