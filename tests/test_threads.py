@@ -3,6 +3,7 @@ usable from many Python threads and in child processes."""
 
 import os
 import subprocess
+import tempfile
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
@@ -70,8 +71,10 @@ def test_openmp_was_built_in():
 
 
 def run_python(code, env=None, timeout=60):
+    # From a neutral directory: `python -c` puts the working directory first on sys.path, and the
+    # repository root holds the uncompiled source tree of dwcy.
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=tempfile.gettempdir())
 
 
 def test_omp_num_threads_sets_the_default():
