@@ -104,14 +104,14 @@ def resolve_num_threads(num_threads):
     return min(_positive_int(num_threads, "num_threads"), 2**16)
 
 
-def activation_code(activation):
+def activation_code(activation, name="activation"):
     """The kernels' integer code for an activation name; ValueError naming the known ones otherwise."""
     try:
         return ACTIVATIONS.index(activation)
     except ValueError:
         pass
     known = ", ".join(repr(a) for a in ACTIVATIONS)
-    raise ValueError(f"activation must be one of {known}; got {activation!r}")
+    raise ValueError(f"{name} must be one of {known}; got {activation!r}")
 
 
 # --------------------------------------------------------------------------------------- geometry rules
@@ -204,7 +204,7 @@ def _kernel_ready(a, dtype):
 
 
 def _shape_str(shape):
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(shape))
 
 
 def _check_bias(bias, length, dtype, name):
@@ -270,31 +270,36 @@ def _check_x(x):
 # ------------------------------------------------------------------------------------------ operations
 
 
-def depthwise(x, weight, bias, stride, padding, dilation, activation, out):
-    """Validate and normalize the arguments of ``depthwise_conv2d``."""
+def depthwise(x, weight, bias, stride, padding, dilation, activation, out, names=("weight", "bias", "activation")):
+    """Validate and normalize the arguments of ``depthwise_conv2d``.
+
+    ``names``: what the caller calls the weight, the bias and the activation (separable_conv2d's
+    ``depthwise_weight``, ...), for the error messages.
+    """
+    weight_name, bias_name, activation_name = names
     x, dtype = _check_x(x)
-    weight, _ = _as_array(weight, "weight", dtype)
-    geometry = depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
-    act = activation_code(activation)
-    out = check_out(out, geometry.out_shape, dtype, (("x", x), ("weight", weight), ("bias", bias)))
-    bias = _check_bias(bias, geometry.out_channels, dtype, "bias")
+    weight, _ = _as_array(weight, weight_name, dtype)
+    geometry = depthwise_geometry(x.shape, weight.shape, stride, padding, dilation, weight_name)
+    act = activation_code(activation, activation_name)
+    out = check_out(out, geometry.out_shape, dtype, (("x", x), (weight_name, weight), (bias_name, bias)))
+    bias = _check_bias(bias, geometry.out_channels, dtype, bias_name)
     x = _kernel_ready(x, dtype)
     weight = _kernel_ready(weight, dtype).reshape(geometry.kh, geometry.kw, geometry.out_channels)
     return DepthwiseArgs(x, weight, bias, geometry, act, out)
 
 
-def depthwise_geometry(x_shape, weight_shape, stride, padding, dilation):
+def depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name="weight"):
     """The :class:`DepthwiseGeometry` of a call, or ValueError/TypeError naming what is wrong.
 
     Networks call the same few geometries again and again, so the common argument forms (plain ints and a
     padding string or int) are looked up in a cache: validation is most of a small layer's call overhead.
     """
     if type(stride) is int and type(dilation) is int and type(padding) in (str, int):
-        return _cached_depthwise_geometry(x_shape, weight_shape, stride, padding, dilation)
-    return _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation)
+        return _cached_depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name)
+    return _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name)
 
 
-def _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation):
+def _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name):
     n, h, w, c = x_shape
     if len(weight_shape) == 3:
         multiplier = 1
@@ -302,17 +307,17 @@ def _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation):
         multiplier = weight_shape[3]
     else:
         raise ValueError(
-            f"weight must be (KH, KW, C) or (KH, KW, C, M), got {len(weight_shape)}-D with shape "
+            f"{weight_name} must be (KH, KW, C) or (KH, KW, C, M), got {len(weight_shape)}-D with shape "
             f"{_shape_str(weight_shape)}"
         )
     kh, kw, wc = weight_shape[:3]
     if wc != c:
         raise ValueError(
-            f"weight has {wc} input channels (shape {_shape_str(weight_shape)}) but x has {c} "
+            f"{weight_name} has {wc} input channels (shape {_shape_str(weight_shape)}) but x has {c} "
             f"(shape {_shape_str(x_shape)})"
         )
     if 0 in weight_shape:
-        raise ValueError(f"weight must have no empty axis, got shape {_shape_str(weight_shape)}")
+        raise ValueError(f"{weight_name} must have no empty axis, got shape {_shape_str(weight_shape)}")
     stride_hw = int_pair(stride, "stride")
     dilation_hw = int_pair(dilation, "dilation")
     (pt, pb), (pl, pr) = resolve_padding(padding, (h, w), (kh, kw), stride_hw, dilation_hw)
@@ -379,11 +384,12 @@ def separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_b
               depthwise_activation, activation, out, num_threads):
     """Validate and normalize the arguments of ``separable_conv2d`` (all of them, before any work)."""
     resolve_num_threads(num_threads)
-    dw = depthwise(x, depthwise_weight, depthwise_bias, stride, padding, dilation, depthwise_activation, None)
+    dw = depthwise(x, depthwise_weight, depthwise_bias, stride, padding, dilation, depthwise_activation, None,
+                   names=("depthwise_weight", "depthwise_bias", "depthwise_activation"))
     dtype = dw.x.dtype
     pw_weight = _pointwise_weight(pointwise_weight, dw.geometry.out_channels, dtype, "pointwise_weight")
     cout = pw_weight.shape[1]
-    act = activation_code(activation)
+    act = activation_code(activation, "activation")
     out_shape = dw.geometry.out_shape[:3] + (cout,)
     _check_size(out_shape, "the output")
     inputs = (("x", x), ("depthwise_weight", depthwise_weight), ("pointwise_weight", pointwise_weight),

@@ -1,10 +1,13 @@
-"""Numerical helpers shared by the kernel tests: depthwise now, pointwise and separable later.
+"""Numerical helpers shared by the kernel tests: depthwise, pointwise and separable.
 
 Every kernel is checked the same way: run it, run its ``dwcy.reference`` twin on float64 copies of the
 same arguments, and compare element by element within a rounding bound (``assert_close_to_reference``).
 """
 
 import numpy as np
+import pytest
+
+import dwcy
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
@@ -80,7 +83,8 @@ def assert_within_rounding(actual, expected, magnitude, terms, dtype=None):
 
     finite = np.isfinite(expected)
     tolerance = TOLERANCE_PER_TERM[dtype] * (terms + 1) * np.asarray(magnitude, np.float64)
-    error = np.abs(actual.astype(np.float64) - expected)
+    with np.errstate(invalid="ignore"):  # Inf - Inf where both are Inf: compared above, masked below
+        error = np.abs(actual.astype(np.float64) - expected)
     bad = finite & ~(error <= tolerance)
     if bad.any():
         worst = np.unravel_index(np.argmax(np.where(bad, error - tolerance, -np.inf)), bad.shape)
@@ -185,3 +189,135 @@ def depthwise_inputs(rng, dtype, *, n=2, h=9, w=9, c=5, kh=3, kw=None, multiplie
 def depthwise_terms(weight):
     """Products summed into one depthwise output element: KH*KW."""
     return weight.shape[0] * weight.shape[1]
+
+
+# ------------------------------------------------------------------------------------------ pointwise
+
+
+def pointwise_inputs(rng, dtype, *, n=2, h=5, w=7, cin=19, cout=37, bias=True, four_d=False, scale=1.0):
+    """Random (x, weight, bias) of a pointwise convolution; weight is (1, 1, Cin, Cout) when four_d."""
+    x = random_array(rng, (n, h, w, cin), dtype, scale)
+    # 1/sqrt(Cin): the outputs stay about as large as x whatever Cin, so that with scale=3 they spread
+    # over every piece of the activations (< -3, [-3, 0], [0, 6], > 6).
+    weight = random_array(rng, (1, 1, cin, cout) if four_d else (cin, cout), dtype, 1 / np.sqrt(cin))
+    b = random_array(rng, (cout,), dtype) if bias else None
+    return x, weight, b
+
+
+def pointwise_terms(weight):
+    """Products summed into one pointwise output element: Cin (weight is (Cin, Cout) or (1, 1, Cin, Cout))."""
+    return weight.shape[-2]
+
+
+# ------------------------------------------------------------------------------------------ separable
+
+
+def separable_inputs(rng, dtype, *, n=2, h=9, w=11, c=5, kh=3, kw=None, multiplier=1, cout=37,
+                     depthwise_bias=True, pointwise_bias=True, scale=1.0):
+    """Random arrays of a separable block, as a dict keyed by the argument names of separable_conv2d.
+
+    The depthwise weight is (KH, KW, C) when multiplier is None; the pointwise weight is (C*M, Cout).
+    Absent biases are None.
+    """
+    x, depthwise_weight, dw_bias = depthwise_inputs(rng, dtype, n=n, h=h, w=w, c=c, kh=kh, kw=kw,
+                                                    multiplier=multiplier, bias=depthwise_bias, scale=scale)
+    # 1/sqrt(KH*KW) here and 1/sqrt(Cin) in the pointwise weight: each stage's result stays about as large
+    # as its input, so that with scale=3 both activations see values on every piece of them.
+    depthwise_weight = (depthwise_weight / np.sqrt(depthwise_terms(depthwise_weight))).astype(dtype)
+    cin = c * (multiplier or 1)
+    pointwise_weight = random_array(rng, (cin, cout), dtype, 1 / np.sqrt(cin))
+    pw_bias = random_array(rng, (cout,), dtype) if pointwise_bias else None
+    return dict(x=x, depthwise_weight=depthwise_weight, pointwise_weight=pointwise_weight,
+                depthwise_bias=dw_bias, pointwise_bias=pw_bias)
+
+
+def separable_terms(depthwise_weight, pointwise_weight):
+    """The rounding budget of a separable block, in terms: KH*KW + 1 + Cin.
+
+    The depthwise result errs by its KH*KW-term bound (plus its bias); the pointwise sum carries those
+    errors, weighted by |pointwise_weight|, and adds its own Cin-term bound. Against the magnitude of
+    the composition of absolute values (reference_magnitude) the two bounds add up.
+    """
+    return depthwise_terms(depthwise_weight) + 1 + pointwise_terms(pointwise_weight)
+
+
+# ---------------------------------------------------------------------------------------- out buffers
+
+CANARY = 7777.0
+CANARY_ELEMENTS = 64  # a whole 64-byte vector of float32 on each side
+
+
+def out_between_canaries(shape, dtype):
+    """(buffer, out): a NaN-filled C-contiguous ``out`` whose CANARY_ELEMENTS neighbours on either side
+    in ``buffer`` hold CANARY. An element never written keeps its NaN; one written past out changes a canary."""
+    size = int(np.prod(shape))
+    buffer = np.full(size + 2 * CANARY_ELEMENTS, CANARY, dtype)
+    out = buffer[CANARY_ELEMENTS:CANARY_ELEMENTS + size].reshape(shape)
+    out[...] = np.nan
+    return buffer, out
+
+
+def assert_canaries_intact(buffer):
+    np.testing.assert_array_equal(buffer[:CANARY_ELEMENTS], CANARY, err_msg="written before out")
+    np.testing.assert_array_equal(buffer[-CANARY_ELEMENTS:], CANARY, err_msg="written after out")
+
+
+#: where an out= may start in the buffer of an input of ``size`` elements: at its first element, inside it,
+#: at its last one (see ``overlapping``).
+OVERLAP_OFFSETS = {"start": lambda size: 0, "inside": lambda size: size // 2, "last": lambda size: size - 1}
+
+
+def overlapping(values, out_shape, offset, fill):
+    """(buffer, copy of ``values``, out): one ``fill``-filled buffer holding a C-contiguous copy of ``values``
+    at its start and a C-contiguous ``out`` of ``out_shape`` ``offset`` elements further: they share memory
+    whenever ``offset`` is less than ``values.size``."""
+    out_size = int(np.prod(out_shape))
+    buffer = np.full(max(values.size, offset + out_size), fill, values.dtype)
+    copy = buffer[:values.size].reshape(values.shape)
+    copy[...] = values
+    return buffer, copy, buffer[offset:offset + out_size].reshape(out_shape)
+
+
+def assert_rejected(function, error, match, *args, **kwargs):
+    """``function(*args, **kwargs)`` raises ``error`` whose message matches ``match`` (re.search), and an
+    ``out=`` ndarray passed keeps its contents (DESIGN.md: bad input leaves out untouched)."""
+    out = kwargs.get("out")
+    before = out.copy() if isinstance(out, np.ndarray) else None
+    with pytest.raises(error, match=match) as excinfo:
+        function(*args, **kwargs)
+    if before is not None:
+        np.testing.assert_array_equal(out, before, err_msg="out was written before the error")
+    return excinfo
+
+
+def assert_bitwise_equal(actual, expected, err_msg=""):
+    """Same dtype, shape and bits (NaN payloads and the sign of zero included), not merely equal values."""
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype}, expected {expected.dtype}. {err_msg}"
+    assert actual.shape == expected.shape, f"shape {actual.shape}, expected {expected.shape}. {err_msg}"
+    bits = np.dtype(f"u{actual.dtype.itemsize}")
+    differ = np.ascontiguousarray(actual).view(bits) != np.ascontiguousarray(expected).view(bits)
+    if differ.any():
+        first = tuple(int(i) for i in np.argwhere(differ)[0])
+        raise AssertionError(f"{differ.sum()} of {differ.size} elements differ in their bits; the first at {first}: "
+                             f"{actual[first]!r} != {expected[first]!r}. {err_msg}")
+
+
+def padding_forms(top, bottom, left, right):
+    """form -> (padding argument, the (top, bottom, left, right) it means; None for "same")."""
+    return {
+        "valid": ("valid", (0, 0, 0, 0)),
+        "same": ("same", None),
+        "int": (top, (top,) * 4),
+        "pair": ((top, left), (top, top, left, left)),
+        "pairs": (((top, bottom), (left, right)), (top, bottom, left, right)),
+    }
+
+
+def separable_by_composition(x, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, *,
+                             stride=1, padding="valid", dilation=1, depthwise_activation=None, activation=None,
+                             num_threads=None):
+    """dwcy.pointwise_conv2d(dwcy.depthwise_conv2d(...)): what dwcy.separable_conv2d equals bit for bit."""
+    middle = dwcy.depthwise_conv2d(x, depthwise_weight, depthwise_bias, stride=stride, padding=padding,
+                                   dilation=dilation, activation=depthwise_activation, num_threads=num_threads)
+    return dwcy.pointwise_conv2d(middle, pointwise_weight, pointwise_bias, activation=activation,
+                                 num_threads=num_threads)

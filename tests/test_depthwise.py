@@ -16,6 +16,7 @@ from _helpers import (
     depthwise_inputs,
     depthwise_terms,
     dtype_id,
+    padding_forms,
     reference_magnitude,
 )
 
@@ -80,17 +81,6 @@ def test_options_grid(rng, geometry, multiplier, bias, activation, dtype):
     x, weight, b = depthwise_inputs(rng, dtype, n=3, h=11, w=26, c=7, kh=kh, kw=kw, multiplier=multiplier,
                                     bias=bias, scale=3.0)
     check_depthwise(x, weight, b, activation=activation, **geometry)
-
-
-def padding_forms(top, bottom, left, right):
-    """form -> (padding argument, the (top, bottom, left, right) it means; None for "same")."""
-    return {
-        "valid": ("valid", (0, 0, 0, 0)),
-        "same": ("same", None),
-        "int": (top, (top,) * 4),
-        "pair": ((top, left), (top, top, left, left)),
-        "pairs": (((top, bottom), (left, right)), (top, bottom, left, right)),
-    }
 
 
 @st.composite

@@ -14,10 +14,9 @@ import pytest
 import _guard
 import dwcy
 from dwcy import reference
-from _helpers import DTYPES, LANES, assert_close_to_reference, depthwise_inputs, depthwise_terms, dtype_id
+from _helpers import (DTYPES, LANES, assert_canaries_intact, assert_close_to_reference, depthwise_inputs,
+                      depthwise_terms, dtype_id, out_between_canaries)
 
-CANARY = 7777.0
-CANARY_ELEMENTS = 64  # a whole vector of float32 on each side of out
 
 
 def channel_tails(dtype):
@@ -27,15 +26,6 @@ def channel_tails(dtype):
 
 
 TAIL_CASES = [(dtype, c) for dtype in DTYPES for c in channel_tails(dtype)]
-
-
-def out_between_canaries(shape, dtype):
-    """A NaN-filled, C-contiguous out inside a buffer whose CANARY_ELEMENTS on either side hold CANARY."""
-    size = int(np.prod(shape))
-    buffer = np.full(size + 2 * CANARY_ELEMENTS, CANARY, dtype)
-    out = buffer[CANARY_ELEMENTS:CANARY_ELEMENTS + size].reshape(shape)
-    out[...] = np.nan
-    return buffer, out
 
 
 @pytest.mark.parametrize("width", [5, 27], ids=["narrow", "wide"])  # 27: the multi-pixel interior tile runs
@@ -51,8 +41,7 @@ def test_channel_tails_write_every_output_and_nothing_else(rng, dtype, c, multip
     assert y is out
     assert not np.isnan(out).any(), f"{np.isnan(out).sum()} output elements never written"
     assert_close_to_reference(y, reference.depthwise_conv2d, x, weight, bias, terms=depthwise_terms(weight), **kwargs)
-    np.testing.assert_array_equal(buffer[:CANARY_ELEMENTS], CANARY, err_msg="written before out")
-    np.testing.assert_array_equal(buffer[-CANARY_ELEMENTS:], CANARY, err_msg="written after out")
+    assert_canaries_intact(buffer)
 
 
 @pytest.mark.parametrize("dtype, c", TAIL_CASES, ids=[f"{dtype_id(d)}-C{c}" for d, c in TAIL_CASES])
@@ -63,8 +52,7 @@ def test_channel_tails_with_stride_and_dilation(rng, dtype, c):
     dwcy.depthwise_conv2d(x, weight, bias, out=out, **kwargs)
     assert_close_to_reference(out, reference.depthwise_conv2d, x, weight, bias, terms=depthwise_terms(weight),
                               **kwargs)
-    np.testing.assert_array_equal(buffer[:CANARY_ELEMENTS], CANARY)
-    np.testing.assert_array_equal(buffer[-CANARY_ELEMENTS:], CANARY)
+    assert_canaries_intact(buffer)
 
 
 # -------------------------------------------------------------------------------------- guard pages
