@@ -1,0 +1,24 @@
+"""dwcy.separable_conv2d, fused, vs the same block unfused and vs the NumPy reference, on MobileNetV2's blocks.
+
+``dwcy-unfused`` is dwcy.depthwise_conv2d then dwcy.pointwise_conv2d, the intermediate tensor going through
+memory: the ratio to it is what fusing gains. ``extra_info["min_bytes"]`` counts the fused call's traffic (no
+intermediate). See ``test_bench_depthwise.py`` for how to run and read these benchmarks.
+"""
+
+import dwcy
+from _bench import Implementation, parametrize
+from dwcy._layers import BENCHMARK_LAYERS, unfused_separable_conv2d
+
+IMPLEMENTATIONS = (
+    Implementation("dwcy", dwcy.separable_conv2d),
+    # A baseline, not a kernel to track: 50 rounds (as the pointwise reference's), no second of calibration.
+    Implementation("dwcy-unfused", unfused_separable_conv2d, rounds=50),
+    # Up to ~150 ms a call (batch 8, 112x112x96 stride 1), 5-10x dwcy: 5 rounds are enough for that ratio and keep
+    # a full run to a few minutes. Its depthwise stage runs on one thread, its matmul on the benchmark's threads.
+    Implementation("numpy-reference", dwcy.reference.separable_conv2d, rounds=5),
+)
+
+
+@parametrize(BENCHMARK_LAYERS["separable"], IMPLEMENTATIONS)
+def test_separable(measure, problem, threads, implementation):
+    measure(implementation, problem, threads)
