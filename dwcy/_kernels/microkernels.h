@@ -28,8 +28,7 @@
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
  *                  pointwise: a work item's rows of A fill at most this many bytes (to stay in L2
  *                  while every panel of W passes over them), and at most this many MR-row tiles
- * DWCY_GEMM_PACK_STRIDE_BYTES
- *                  pointwise: W's panels are packed when its rows lie this far apart (else read in place)
+ * DWCY_GEMM_KC     pointwise: input channels per block of K, so a panel's block (KC x NR) stays in L1
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
@@ -38,14 +37,14 @@
  */
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
-#define DWCY_GEMM_PACK_STRIDE_BYTES 4096
+#define DWCY_GEMM_KC 256
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 65536
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
-#define DWCY_GEMM_MR 12  /* 12 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
+#define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
 #define DWCY_DW_PIXELS 4 /* each 64-byte vector takes two of the 16 ymm registers */
@@ -301,16 +300,17 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
  * Pointwise (GEMM) tile: MR rows (pixels) x NR = NV * lanes output channels, over the whole K, so each
  * output is bias + sum over k in order, whatever the blocking around it.
  *
- *   k          input channels (the sum's length)
+ *   k          input channels of this block of K
  *   a, lda     first row of A (pixels x K, row-major) and the elements between its rows
  *   b, ldb     first row of the weights' panel (K x NR) and the elements between its rows
  *   bias       NR biases
  *   c, ldc     the output tile and the elements between its rows
- *   last_cols  columns of the last vector to store (lanes, or fewer for the last panel of a row)
- *   activation applied in registers before the store
+ *   last_cols  columns of the last vector to load and store (lanes, or fewer for a row's last panel)
+ *   first      start from the bias (the first block of K), else from the partial sums in c
+ *   activation applied in registers before the store (DWCY_ACT_NONE except after the last block of K)
  */
 #if DWCY_VECTOR_EXTENSIONS
-/* Store the first n lanes of *v at dst (n <= lanes): the last, partial vector of a row's columns. */
+/* Load or store the first n lanes of a vector (n <= lanes): the last, partial vector of a row's columns. */
 #if defined(__AVX512F__)
 static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
 {
@@ -320,20 +320,48 @@ static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
 {
     _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1), (__m512d)*v);
 }
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
+{
+    *v = (dwcy_vf32)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
+}
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
+{
+    *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
+}
 #else
 static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n) { memcpy(dst, v, n * sizeof(float)); }
 static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n) { memcpy(dst, v, n * sizeof(double)); }
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
+{
+    *v = (dwcy_vf32){0};
+    memcpy(v, src, n * sizeof(float));
+}
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
+{
+    *v = (dwcy_vf64){0};
+    memcpy(v, src, n * sizeof(double));
+}
 #endif
 
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int last_cols, int activation)                                \
+                            T *c, ptrdiff_t ldc, int last_cols, int first, int activation)                     \
     {                                                                                                          \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                        \
         V acc[MR][NV], bv[NV];                                                                                 \
-        DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));                  \
-        DWCY_UNROLL for (int i = 0; i < MR; i++)                                                               \
-            DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = bv[j];                                        \
+        if (first) {                                                                                           \
+            DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));              \
+            DWCY_UNROLL for (int i = 0; i < MR; i++)                                                           \
+                DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = bv[j];                                    \
+        } else {                                                                                               \
+            DWCY_UNROLL for (int i = 0; i < MR; i++)                                                           \
+                DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                     \
+                    if (j < NV - 1 || last_cols == lanes)                                                      \
+                        memcpy(&acc[i][j], c + i * ldc + j * lanes, sizeof(V));                                \
+                    else                                                                                       \
+                        dwcy_load_##T(&acc[i][j], c + i * ldc + j * lanes, last_cols);                         \
+                }                                                                                              \
+        }                                                                                                      \
         for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
             DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));       \
             DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
@@ -353,12 +381,12 @@ static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n) { m
 #else
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int last_cols, int activation)                                \
+                            T *c, ptrdiff_t ldc, int last_cols, int first, int activation)                     \
     {                                                                                                          \
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                      \
         for (int i = 0; i < MR; i++)                                                                           \
             for (int j = 0; j < (NV - 1) * lanes + last_cols; j++) {                                           \
-                T acc = bias[j];                                                                               \
+                T acc = first ? bias[j] : c[i * ldc + j];                                                      \
                 for (ptrdiff_t p = 0; p < k; p++) acc += a[i * lda + p] * b[p * ldb + j];                      \
                 c[i * ldc + j] = dwcy_activate_##T(acc, activation);                                           \
             }                                                                                                  \

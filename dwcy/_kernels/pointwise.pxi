@@ -1,20 +1,22 @@
 # Pointwise (1x1) convolution, NHWC: a GEMM C (pixels x Cout) = A (pixels x Cin) @ W (Cin x Cout),
-# the framework loops around the register tiles dwcy_gemm_* (MR pixels x NR channels, whole K).
+# the framework loops around the register tiles dwcy_gemm_* (MR pixels x NR channels).
 #
-# The loop nest (BLIS's, without a K split: K = Cin is small in separable nets, and summing all of K in
-# one tile keeps each output's order fixed and lets bias and activation fuse into the store):
+# The loop nest is BLIS's. Each output element is bias + its K products summed in order (partial sums
+# carried in the output between blocks of K round exactly as in registers), and bias and activation are
+# fused into the tiles:
 #
 #   work item: a block of rows (pixels) x a chunk of NR-panels  (prange; blocks sized for L2)
-#     for each NR-wide panel of W               (the panel, K x NR, stays in L1/L2 over the rows)
-#       for each MR-row tile of the block       (A rows stream through L1)
-#         register tile over all of K, + bias, activation, store
+#     for each block of K (DWCY_GEMM_KC)        (A's block of rows x KC stays in L2)
+#       for each NR-wide panel of W             (the panel's block, KC x NR, stays in L1 over the rows)
+#         for each MR-row tile of the block     (A rows stream through L1)
+#           register tile over the KC; bias first, activation last, store
 #
-# A panel of W (K x NR) is read in place, NR contiguous elements in each of its K rows, unless those rows
-# lie DWCY_GEMM_PACK_STRIDE_BYTES or more apart (a wide W: each row in its own page, a TLB miss per row):
-# then the panel is first packed into the thread's scratch, as is the zero-padded last panel. Rows that
-# do not fill an MR-row tile take 4-row then 1-row tiles, which read only their rows; a last panel of
-# one vector or less takes one-vector tiles, and the tiles store only the panel's columns (a masked
-# store for the last vector): nothing outside the caller's arrays is touched.
+# Each block of a panel (KC x NR) is packed, zero-padded, into the thread's scratch before the rows pass
+# over it: read in place, its rows lie Cout elements apart, which maps them onto a few sets of L1 (and,
+# for a wide W, one page each). Rows that do not fill an MR-row tile take 4-row then 1-row tiles, which
+# read only their rows; a last panel of one vector or less takes one-vector tiles, and the tiles store
+# only the panel's columns (a masked store for the last vector): nothing outside the caller's arrays is
+# touched.
 #
 # Each output element is bias + the sum over K in order by the same tile, however rows and panels are
 # split among threads: results are bitwise identical at any thread count.
@@ -23,31 +25,31 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MR
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
-    int DWCY_GEMM_PACK_STRIDE_BYTES
+    int DWCY_GEMM_KC
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                            float *, Py_ssize_t, int, int) noexcept
+                            float *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f32_4x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int) noexcept
+                           float *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f32_1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int) noexcept
+                           float *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f32_mrx1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                            float *, Py_ssize_t, int, int) noexcept
+                            float *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f32_4x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int) noexcept
+                           float *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f32_1x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int) noexcept
+                           float *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                            double *, Py_ssize_t, int, int) noexcept
+                            double *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int) noexcept
+                           double *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_1x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int) noexcept
+                           double *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_mrx1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                            double *, Py_ssize_t, int, int) noexcept
+                            double *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_4x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int) noexcept
+                           double *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_1x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int) noexcept
+                           double *, Py_ssize_t, int, int, int) noexcept
 
 
 ctypedef struct GemmWeights:
@@ -59,8 +61,8 @@ ctypedef struct GemmWeights:
 
 
 cdef inline Py_ssize_t _gemm_scratch_size(Py_ssize_t k, int lanes) noexcept nogil:
-    """Per-thread elements: a packed panel (k x NR)."""
-    return k * 2 * lanes
+    """Per-thread elements: a packed block of a panel (KC x NR)."""
+    return min(k, DWCY_GEMM_KC) * 2 * lanes
 
 
 cdef inline Py_ssize_t _gemm_bias_size(Py_ssize_t n, int lanes) noexcept nogil:
@@ -84,11 +86,7 @@ cdef void _gemm_prepare(const floating *weight, const floating *bias, Py_ssize_t
 
 cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssize_t col, Py_ssize_t cols,
                       Py_ssize_t nr, floating *panel) noexcept nogil:
-    """panel (k, nr) = weight[:, col:col + cols], zero-padded: contiguous for the tiles, whatever n is.
-
-    Reading W in place would walk k rows n elements apart: with a wide W (Cout = 1280), one page and one
-    TLB entry per row.
-    """
+    """panel (k, nr) = weight[:, col:col + cols], zero-padded: contiguous for the tiles, whatever n is."""
     cdef Py_ssize_t p
     for p in range(k):
         memcpy(panel + p * nr, weight + p * n + col, cols * sizeof(floating))
@@ -96,57 +94,57 @@ cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssi
             memset(panel + p * nr + cols, 0, (nr - cols) * sizeof(floating))
 
 
-cdef inline void _tile(int mr, bint two_vectors, Py_ssize_t k, const floating *a, const floating *b,
-                       Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int last_cols,
-                       int activation) noexcept nogil:
-    """The register tile of mr (DWCY_GEMM_MR, 4 or 1) rows x one or two vectors of columns; lda = k."""
+cdef inline void _tile(int mr, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                       const floating *b, Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
+                       int last_cols, bint first, int activation) noexcept nogil:
+    """The register tile of mr (DWCY_GEMM_MR, 4 or 1) rows x one or two vectors of columns."""
     if floating is float:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f32_mrx2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+                dwcy_gemm_f32_mrx2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
             elif mr == 4:
-                dwcy_gemm_f32_4x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+                dwcy_gemm_f32_4x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
             else:
-                dwcy_gemm_f32_1x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+                dwcy_gemm_f32_1x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
         elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f32_mrx1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+            dwcy_gemm_f32_mrx1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
         elif mr == 4:
-            dwcy_gemm_f32_4x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+            dwcy_gemm_f32_4x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
         else:
-            dwcy_gemm_f32_1x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+            dwcy_gemm_f32_1x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
     else:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f64_mrx2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+                dwcy_gemm_f64_mrx2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
             elif mr == 4:
-                dwcy_gemm_f64_4x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+                dwcy_gemm_f64_4x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
             else:
-                dwcy_gemm_f64_1x2(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+                dwcy_gemm_f64_1x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
         elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f64_mrx1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+            dwcy_gemm_f64_mrx1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
         elif mr == 4:
-            dwcy_gemm_f64_4x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+            dwcy_gemm_f64_4x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
         else:
-            dwcy_gemm_f64_1x1(k, a, k, b, ldb, bias, c, ldc, last_cols, activation)
+            dwcy_gemm_f64_1x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
 
 
-cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t rows, const floating *b,
-                            Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols,
+cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_ssize_t rows, const floating *b,
+                            Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
                             int activation) noexcept nogil:
-    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a (rows, k): MR rows a tile, then 4, then 1."""
+    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: MR rows a tile, then 4, then 1."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
     cdef Py_ssize_t i = 0
     cdef int mr = DWCY_GEMM_MR
     while i + mr <= rows:
-        _tile(mr, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, last_cols, activation)
+        _tile(mr, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first, activation)
         i += mr
     while i + 4 <= rows:
-        _tile(4, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, last_cols, activation)
+        _tile(4, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first, activation)
         i += 4
     while i < rows:
-        _tile(1, two_vectors, k, a + i * k, b, ldb, bias, c + i * ldc, ldc, last_cols, activation)
+        _tile(1, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first, activation)
         i += 1
 
 
@@ -155,32 +153,37 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
                      floating *panel) noexcept nogil:
     """c[:rows, panels] = activation(a @ W[:, panels] + bias); a (rows, k) and c (rows, n) row-major.
 
-    A panel is read in place when it is whole and W's rows are near each other; otherwise it is first
-    copied, zero-padded, into ``panel`` (k x NR): the tiles then read whole vectors and store only the
-    panel's columns.
+    K is taken in blocks of DWCY_GEMM_KC (the tiles carry the partial sums over in c). Each block of a
+    panel is first copied, zero-padded, into ``panel`` (KC x NR, contiguous): the tiles read whole
+    vectors from it and store only the panel's columns.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
-    cdef Py_ssize_t p, col, cols
-    for p in range(panel_begin, panel_end):
-        col = p * nr
-        cols = min(nr, n - col)
-        if cols == nr and n * sizeof(floating) < DWCY_GEMM_PACK_STRIDE_BYTES:
-            _gemm_cols(k, a, rows, <const floating *>gw.weight + col, n, <const floating *>gw.bias + col,
-                       c + col, n, <int>cols, activation)
-        else:
-            _pack_panel(<const floating *>gw.weight, k, n, col, cols, nr, panel)
-            _gemm_cols(k, a, rows, panel, nr, <const floating *>gw.bias + col, c + col, n, <int>cols,
-                       activation)
+    cdef Py_ssize_t p, col, cols, kc, k0 = 0
+    cdef const floating *weight = <const floating *>gw.weight
+    cdef const floating *bias
+    cdef int act
+    while k0 < k:
+        kc = min(DWCY_GEMM_KC, k - k0)
+        act = activation if k0 + kc == k else 0  # the activation after the whole sum only
+        for p in range(panel_begin, panel_end):
+            col = p * nr
+            cols = min(nr, n - col)
+            bias = <const floating *>gw.bias + col
+            _pack_panel(weight + k0 * n, kc, n, col, cols, nr, panel)
+            _gemm_cols(kc, a + k0, k, rows, panel, nr, bias, c + col, n, <int>cols, k0 == 0, act)
+        k0 += kc
 
 
 cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
-    """Rows per work item: the rows split evenly into the fewest blocks whose A rows fit
-    DWCY_GEMM_BLOCK_BYTES (and DWCY_GEMM_MAX_TILES tiles), so that no block is a sliver that would
-    pack every panel for a row or two."""
-    cdef Py_ssize_t most = DWCY_GEMM_BLOCK_BYTES // (k * itemsize * DWCY_GEMM_MR)
-    most = max(1, min(most, DWCY_GEMM_MAX_TILES)) * DWCY_GEMM_MR
+    """Rows per work item: MR-row tiles whose A rows (one block of K of them) fit DWCY_GEMM_BLOCK_BYTES,
+    at most DWCY_GEMM_MAX_TILES, the rows shared evenly among the fewest such blocks (no sliver of a block
+    that would pack every panel for a row or two)."""
+    cdef Py_ssize_t mr = DWCY_GEMM_MR
+    cdef Py_ssize_t most = DWCY_GEMM_BLOCK_BYTES // (min(k, DWCY_GEMM_KC) * itemsize * mr)
+    most = max(1, min(most, DWCY_GEMM_MAX_TILES)) * mr
     cdef Py_ssize_t blocks = (rows + most - 1) // most
-    return (rows + blocks - 1) // blocks
+    cdef Py_ssize_t share = (rows + blocks - 1) // blocks
+    return (share + mr - 1) // mr * mr
 
 
 cdef int _pw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
