@@ -28,7 +28,8 @@
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
  *                  pointwise: a work item's rows of A fill at most this many bytes (to stay in L2
  *                  while every panel of W passes over them), and at most this many MR-row tiles
- * DWCY_GEMM_KC     pointwise: input channels per block of K, so a panel's block (KC x NR) stays in L1
+ * DWCY_GEMM_KC     pointwise: the most input channels in a block of K (K is split evenly into blocks),
+ *                  so that a panel's block (KC x NR) stays in L1
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
@@ -37,7 +38,7 @@
  */
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
-#define DWCY_GEMM_KC 256
+#define DWCY_GEMM_KC 320
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 65536
@@ -305,6 +306,7 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
  *   b, ldb     first row of the weights' panel (K x NR) and the elements between its rows
  *   bias       NR biases
  *   c, ldc     the output tile and the elements between its rows
+ *   rows       rows to compute (<= MR): a tile at the bottom of a block computes fewer
  *   last_cols  columns of the last vector to load and store (lanes, or fewer for a row's last panel)
  *   first      start from the bias (the first block of K), else from the partial sums in c
  *   activation applied in registers before the store (DWCY_ACT_NONE except after the last block of K)
@@ -329,26 +331,35 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
     *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
 }
 #else
-static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n) { memcpy(dst, v, n * sizeof(float)); }
-static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n) { memcpy(dst, v, n * sizeof(double)); }
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
+{
+    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
+}
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
+{
+    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
+}
 static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
 {
     *v = (dwcy_vf32){0};
-    memcpy(v, src, n * sizeof(float));
+    for (int l = 0; l < n; l++) (*v)[l] = src[l];
 }
 static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
 {
     *v = (dwcy_vf64){0};
-    memcpy(v, src, n * sizeof(double));
+    for (int l = 0; l < n; l++) (*v)[l] = src[l];
 }
 #endif
 
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int last_cols, int first, int activation)                     \
+                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
     {                                                                                                          \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                        \
+        const T *ar[MR];                                                                                       \
         V acc[MR][NV], bv[NV];                                                                                 \
+        /* Rows past `rows` repeat the last one, so all MR accumulations run: they are never stored. */        \
+        DWCY_UNROLL for (int i = 0; i < MR; i++) ar[i] = a + (i < rows ? i : rows - 1) * lda;                  \
         if (first) {                                                                                           \
             DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));              \
             DWCY_UNROLL for (int i = 0; i < MR; i++)                                                           \
@@ -356,20 +367,22 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
         } else {                                                                                               \
             DWCY_UNROLL for (int i = 0; i < MR; i++)                                                           \
                 DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                     \
+                    const T *ci = c + (i < rows ? i : rows - 1) * ldc + j * lanes;                             \
                     if (j < NV - 1 || last_cols == lanes)                                                      \
-                        memcpy(&acc[i][j], c + i * ldc + j * lanes, sizeof(V));                                \
+                        memcpy(&acc[i][j], ci, sizeof(V));                                                     \
                     else                                                                                       \
-                        dwcy_load_##T(&acc[i][j], c + i * ldc + j * lanes, last_cols);                         \
+                        dwcy_load_##T(&acc[i][j], ci, last_cols);                                              \
                 }                                                                                              \
         }                                                                                                      \
         for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
             DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));       \
             DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
-                const V av = DWCY_BROADCAST_##T(a[i * lda + p]);                                               \
+                const V av = DWCY_BROADCAST_##T(ar[i][p]);                                                     \
                 DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                              \
             }                                                                                                  \
         }                                                                                                      \
-        DWCY_UNROLL for (int i = 0; i < MR; i++)                                                               \
+        DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                             \
+            if (i >= rows) break;                                                                              \
             DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
                 dwcy_vactivate_##V(&acc[i][j], activation);                                                    \
                 if (j < NV - 1 || last_cols == lanes)                                                          \
@@ -377,14 +390,15 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
                 else                                                                                           \
                     dwcy_store_##T(c + i * ldc + j * lanes, &acc[i][j], last_cols);                            \
             }                                                                                                  \
+        }                                                                                                      \
     }
 #else
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int last_cols, int first, int activation)                     \
+                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
     {                                                                                                          \
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                      \
-        for (int i = 0; i < MR; i++)                                                                           \
+        for (int i = 0; i < rows; i++)                                                                         \
             for (int j = 0; j < (NV - 1) * lanes + last_cols; j++) {                                           \
                 T acc = first ? bias[j] : c[i * ldc + j];                                                      \
                 for (ptrdiff_t p = 0; p < k; p++) acc += a[i * lda + p] * b[p * ldb + j];                      \
@@ -394,16 +408,33 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
 #endif
 
 /*
- * The tiles: MR x 2 vectors for the bulk, and narrower ones for the edges, so that a partial tile computes
- * little padding: rows % MR run 4 then 1 rows at a time; a last panel of at most one vector, 1 vector wide.
+ * The tiles: MR x 2 vectors for the bulk, 4 x 2 for the rows left at the bottom of a block (all four
+ * rows' sums run, keeping both FMA pipes busy, but only the real rows are stored), and the same with one
+ * vector for a last panel of at most one vector.
  */
 #define DWCY_DEFINE_GEMM_TILES(SUFFIX, T, V)                                                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx2, T, V, DWCY_GEMM_MR, 2)                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x2, T, V, 4, 2)                                                \
-    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_1x2, T, V, 1, 2)                                                \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx1, T, V, DWCY_GEMM_MR, 1)                                    \
-    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x1, T, V, 4, 1)                                                \
-    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_1x1, T, V, 1, 1)
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x1, T, V, 4, 1)
+/*
+ * Pack a block of a weight panel: panel (k, NR) = w[:k, :cols] (rows ldw apart), zero-padded to NR = 2
+ * vectors. A whole panel's rows are copied with fixed-size copies (two vector moves each).
+ */
+#define DWCY_DEFINE_PACK_PANEL(SUFFIX, T)                                                                       \
+    static inline void dwcy_pack_panel_##SUFFIX(const T *w, ptrdiff_t k, ptrdiff_t ldw, int cols, T *panel) \
+    {                                                                                                          \
+        const int nr = (int)(2 * DWCY_VBYTES / sizeof(T));                                                     \
+        if (cols == nr) {                                                                                      \
+            for (ptrdiff_t p = 0; p < k; p++) memcpy(panel + p * nr, w + p * ldw, 2 * DWCY_VBYTES);            \
+            return;                                                                                            \
+        }                                                                                                      \
+        for (ptrdiff_t p = 0; p < k; p++)                                                                      \
+            for (int j = 0; j < nr; j++) panel[p * nr + j] = j < cols ? w[p * ldw + j] : 0;                    \
+    }
+DWCY_DEFINE_PACK_PANEL(f32, float)
+DWCY_DEFINE_PACK_PANEL(f64, double)
+
 DWCY_DEFINE_GEMM_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_GEMM_TILES(f64, double, dwcy_vf64)
 

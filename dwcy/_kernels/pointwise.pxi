@@ -13,10 +13,10 @@
 #
 # Each block of a panel (KC x NR) is packed, zero-padded, into the thread's scratch before the rows pass
 # over it: read in place, its rows lie Cout elements apart, which maps them onto a few sets of L1 (and,
-# for a wide W, one page each). Rows that do not fill an MR-row tile take 4-row then 1-row tiles, which
-# read only their rows; a last panel of one vector or less takes one-vector tiles, and the tiles store
-# only the panel's columns (a masked store for the last vector): nothing outside the caller's arrays is
-# touched.
+# for a wide W, one page each). Rows that do not fill an MR-row tile take 4-row tiles, the last of which
+# reads and stores only the rows that exist; a last panel of one vector or less takes one-vector tiles,
+# and the tiles store only the panel's columns (a masked store for the last vector): nothing outside the
+# caller's arrays is touched.
 #
 # Each output element is bias + the sum over K in order by the same tile, however rows and panels are
 # split among threads: results are bitwise identical at any thread count.
@@ -26,30 +26,24 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_KC
+    void dwcy_pack_panel_f32(const float *w, Py_ssize_t k, Py_ssize_t ldw, int cols, float *panel) noexcept
+    void dwcy_pack_panel_f64(const double *w, Py_ssize_t k, Py_ssize_t ldw, int cols, double *panel) noexcept
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                            float *, Py_ssize_t, int, int, int) noexcept
+                            float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f32_4x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int, int) noexcept
-    void dwcy_gemm_f32_1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int, int) noexcept
+                           float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f32_mrx1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                            float *, Py_ssize_t, int, int, int) noexcept
+                            float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f32_4x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int, int) noexcept
-    void dwcy_gemm_f32_1x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
-                           float *, Py_ssize_t, int, int, int) noexcept
+                           float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                            double *, Py_ssize_t, int, int, int) noexcept
+                            double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int, int) noexcept
-    void dwcy_gemm_f64_1x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int, int) noexcept
+                           double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_mrx1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                            double *, Py_ssize_t, int, int, int) noexcept
+                            double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_4x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int, int) noexcept
-    void dwcy_gemm_f64_1x1(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
-                           double *, Py_ssize_t, int, int, int) noexcept
+                           double *, Py_ssize_t, int, int, int, int) noexcept
 
 
 ctypedef struct GemmWeights:
@@ -60,9 +54,15 @@ ctypedef struct GemmWeights:
     void *bias                 # (panels * nr), zero-padded (zeros without a bias)
 
 
+cdef inline Py_ssize_t _gemm_kc(Py_ssize_t k) noexcept nogil:
+    """The length of a block of K: K split evenly into the fewest blocks of at most DWCY_GEMM_KC."""
+    cdef Py_ssize_t blocks = (k + DWCY_GEMM_KC - 1) // DWCY_GEMM_KC
+    return (k + blocks - 1) // blocks
+
+
 cdef inline Py_ssize_t _gemm_scratch_size(Py_ssize_t k, int lanes) noexcept nogil:
     """Per-thread elements: a packed block of a panel (KC x NR)."""
-    return min(k, DWCY_GEMM_KC) * 2 * lanes
+    return _gemm_kc(k) * 2 * lanes
 
 
 cdef inline Py_ssize_t _gemm_bias_size(Py_ssize_t n, int lanes) noexcept nogil:
@@ -87,65 +87,55 @@ cdef void _gemm_prepare(const floating *weight, const floating *bias, Py_ssize_t
 cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssize_t col, Py_ssize_t cols,
                       Py_ssize_t nr, floating *panel) noexcept nogil:
     """panel (k, nr) = weight[:, col:col + cols], zero-padded: contiguous for the tiles, whatever n is."""
-    cdef Py_ssize_t p
-    for p in range(k):
-        memcpy(panel + p * nr, weight + p * n + col, cols * sizeof(floating))
-        if cols < nr:
-            memset(panel + p * nr + cols, 0, (nr - cols) * sizeof(floating))
+    if floating is float:
+        dwcy_pack_panel_f32(weight + col, k, n, <int>cols, panel)
+    else:
+        dwcy_pack_panel_f64(weight + col, k, n, <int>cols, panel)
 
 
-cdef inline void _tile(int mr, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
                        const floating *b, Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
                        int last_cols, bint first, int activation) noexcept nogil:
-    """The register tile of mr (DWCY_GEMM_MR, 4 or 1) rows x one or two vectors of columns."""
+    """The register tile of mr (DWCY_GEMM_MR or 4) rows, ``rows`` of them real, x one or two vectors."""
     if floating is float:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f32_mrx2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
-            elif mr == 4:
-                dwcy_gemm_f32_4x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+                dwcy_gemm_f32_mrx2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
             else:
-                dwcy_gemm_f32_1x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+                dwcy_gemm_f32_4x2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f32_mrx1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
-        elif mr == 4:
-            dwcy_gemm_f32_4x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+            dwcy_gemm_f32_mrx1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         else:
-            dwcy_gemm_f32_1x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+            dwcy_gemm_f32_4x1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
     else:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f64_mrx2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
-            elif mr == 4:
-                dwcy_gemm_f64_4x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+                dwcy_gemm_f64_mrx2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
             else:
-                dwcy_gemm_f64_1x2(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+                dwcy_gemm_f64_4x2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f64_mrx1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
-        elif mr == 4:
-            dwcy_gemm_f64_4x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+            dwcy_gemm_f64_mrx1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         else:
-            dwcy_gemm_f64_1x1(k, a, lda, b, ldb, bias, c, ldc, last_cols, first, activation)
+            dwcy_gemm_f64_4x1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
 
 
 cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_ssize_t rows, const floating *b,
                             Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
                             int activation) noexcept nogil:
-    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: MR rows a tile, then 4, then 1."""
+    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: MR rows a tile, then up to 4."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
     cdef Py_ssize_t i = 0
     cdef int mr = DWCY_GEMM_MR
     while i + mr <= rows:
-        _tile(mr, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first, activation)
+        _tile(mr, mr, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first,
+              activation)
         i += mr
-    while i + 4 <= rows:
-        _tile(4, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first, activation)
-        i += 4
     while i < rows:
-        _tile(1, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first, activation)
-        i += 1
+        _tile(4, <int>min(4, rows - i), two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc,
+              last_cols, first, activation)
+        i += 4
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
@@ -158,12 +148,13 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
     vectors from it and store only the panel's columns.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
-    cdef Py_ssize_t p, col, cols, kc, k0 = 0
+    cdef Py_ssize_t p, col, cols, k0 = 0
+    cdef Py_ssize_t kc = _gemm_kc(k)
     cdef const floating *weight = <const floating *>gw.weight
     cdef const floating *bias
     cdef int act
     while k0 < k:
-        kc = min(DWCY_GEMM_KC, k - k0)
+        kc = min(kc, k - k0)
         act = activation if k0 + kc == k else 0  # the activation after the whole sum only
         for p in range(panel_begin, panel_end):
             col = p * nr
@@ -179,7 +170,7 @@ cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_
     at most DWCY_GEMM_MAX_TILES, the rows shared evenly among the fewest such blocks (no sliver of a block
     that would pack every panel for a row or two)."""
     cdef Py_ssize_t mr = DWCY_GEMM_MR
-    cdef Py_ssize_t most = DWCY_GEMM_BLOCK_BYTES // (min(k, DWCY_GEMM_KC) * itemsize * mr)
+    cdef Py_ssize_t most = DWCY_GEMM_BLOCK_BYTES // (_gemm_kc(k) * itemsize * mr)
     most = max(1, min(most, DWCY_GEMM_MAX_TILES)) * mr
     cdef Py_ssize_t blocks = (rows + most - 1) // most
     cdef Py_ssize_t share = (rows + blocks - 1) // blocks

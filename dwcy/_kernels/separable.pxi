@@ -6,9 +6,10 @@
 # memory. Both stages run the very routines of depthwise_conv2d and pointwise_conv2d on every pixel, so
 # the result equals composing the two functions bit for bit, whatever the bands or the thread count.
 #
-# When the whole intermediate tensor is small (DWCY_FUSE_MIN_BYTES: it stays in cache anyway), the two
-# stages run one after the other on a temporary instead: bands would only make every band read all of
-# the pointwise weights again, which costs more than they save on the small, deep layers.
+# When the whole intermediate tensor is small (DWCY_FUSE_MIN_BYTES: it stays in cache anyway), or a band
+# is smaller than half the pointwise weights (the small, deep layers), the two stages run one after the
+# other on a temporary instead: every band reads all of the pointwise weights again, which would cost
+# more than fusing saves.
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_BAND_BYTES
@@ -47,12 +48,15 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
-    if intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES:
-        return _sep_run_unfused(x, dw_weight, dw_bias, pw_weight, pw_bias, y, g, cout, activation,
-                                num_threads, intermediate)
-    cdef double multiply_adds = <double>g.n * g.oh * g.ow * k * (g.kh * g.kw + cout)
+    cdef double multiply_adds = <double>intermediate * (g.kh * g.kw + cout)
     cdef int threads = _threads_for(num_threads, g.n * g.oh, multiply_adds)
     cdef Py_ssize_t band_rows = _band_rows(g, sizeof(floating), threads)
+    # Fusing saves writing and reading the intermediate tensor, and costs each band a pass over the
+    # pointwise weights: worth it for a large intermediate and bands larger than half the weights.
+    if (intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES
+            or 2 * band_rows * g.ow * k < k * cout):
+        return _sep_run_unfused(x, dw_weight, dw_bias, pw_weight, pw_bias, y, g, cout, activation,
+                                num_threads, intermediate)
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
     threads = _threads_for(num_threads, items, multiply_adds)
