@@ -341,39 +341,55 @@ cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g) noexcept nogil:
     return g.kh * g.w * g.c * g.m if g.m > 1 else 0
 
 
-cdef floating *_dw_pack_alloc(const floating *weight, const floating *bias, const DwGeometry *g,
-                              Py_ssize_t extra) noexcept nogil:
-    """malloc the packed weights, then the packed bias, then ``extra`` elements; NULL when out of memory."""
-    cdef int lanes = _lanes(weight)
-    cdef Py_ssize_t taps = g.kh * g.kw
-    cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
-    cdef floating *wpack = <floating *>malloc((blocks * (taps + 1) * lanes + extra) * sizeof(floating))
-    if wpack != NULL:
-        _dw_pack(weight, bias, taps, g.c * g.m, lanes, wpack, wpack + blocks * taps * lanes)
-    return wpack
+cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes) noexcept nogil:
+    """Elements of the packed weights [block][KH][KW][lanes] followed by the packed bias [block][lanes]."""
+    return _dw_blocks(g, lanes) * (g.kh * g.kw + 1) * lanes
+
+
+cdef inline const floating *_dw_packed_bias(const floating *packed, const DwGeometry *g) noexcept nogil:
+    cdef int lanes = _lanes(packed)
+    return packed + _dw_blocks(g, lanes) * g.kh * g.kw * lanes
+
+
+cdef void _dw_pack_weights(const floating *weight, const floating *bias, const DwGeometry *g,
+                           floating *packed) noexcept nogil:
+    """Pack weight (KH, KW, C*M) and bias (C*M,) or NULL into ``packed`` (_dw_packed_size elements)."""
+    _dw_pack(weight, bias, g.kh * g.kw, g.c * g.m, _lanes(weight), packed,
+             <floating *>_dw_packed_bias(packed, g))
 
 
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then)."""
-    cdef int lanes = _lanes(y)
+    cdef floating *packed = <floating *>malloc(_dw_packed_size(g, _lanes(x)) * sizeof(floating))
+    if packed == NULL:
+        return -1
+    _dw_pack_weights(weight, bias, g, packed)
+    cdef int rc = _dw_run_packed(x, packed, y, g, num_threads)
+    free(packed)
+    return rc
+
+
+cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, const DwGeometry *g,
+                        int num_threads) noexcept nogil:
+    """The depthwise convolution with weights packed by _dw_pack_weights. 0, or -1 out of memory."""
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
-    cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
     cdef Py_ssize_t items = g.n * g.oh
     cdef int threads = _threads_for(num_threads, items, <double>items * row_size * g.kh * g.kw)
     cdef Py_ssize_t expand_size = _dw_expand_size(g)
+    cdef const floating *bpack = _dw_packed_bias(packed, g)
     cdef Py_ssize_t item
-    cdef floating *wpack = _dw_pack_alloc(weight, bias, g, threads * expand_size)
-    if wpack == NULL:
-        return -1
-    cdef floating *bpack = wpack + blocks * g.kh * g.kw * lanes
-    cdef floating *expand_bufs = bpack + blocks * lanes
+    cdef floating *expand_bufs = NULL
+    if expand_size:
+        expand_bufs = <floating *>malloc(threads * expand_size * sizeof(floating))
+        if expand_bufs == NULL:
+            return -1
     if threads == 1:  # in the caller's thread, no OpenMP region
         for item in range(items):
-            _dw_output_row(x, g, item, wpack, bpack, y + item * row_size, expand_bufs)
+            _dw_output_row(x, g, item, packed, bpack, y + item * row_size, expand_bufs)
     else:
         for item in prange(items, num_threads=threads, schedule="static"):
-            _dw_output_row(x, g, item, wpack, bpack, y + item * row_size,
+            _dw_output_row(x, g, item, packed, bpack, y + item * row_size,
                            expand_bufs + omp_get_thread_num() * expand_size)
-    free(wpack)
+    free(expand_bufs)
     return 0

@@ -11,9 +11,9 @@
 #         for each MR-row tile of the block     (A rows stream through L1)
 #           register tile over the KC; bias first, activation last, store
 #
-# Each block of a panel (KC x NR) is packed, zero-padded, into the thread's scratch before the rows pass
-# over it: read in place, its rows lie Cout elements apart, which maps them onto a few sets of L1 (and,
-# for a wide W, one page each). Rows that do not fill an MR-row tile take 4-row tiles, the last of which
+# W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
+# blocks of panels (KC x NR): read in place, a panel's rows would lie Cout elements apart, which maps
+# them onto a few sets of L1 (and, for a wide W, one page each). Rows that do not fill an MR-row tile take 4-row tiles, the last of which
 # reads and stores only the rows that exist; a last panel of one vector or less takes one-vector tiles,
 # and the tiles store only the panel's columns (a masked store for the last vector): nothing outside the
 # caller's arrays is touched.
@@ -47,11 +47,12 @@ cdef extern from "microkernels.h" nogil:
 
 
 ctypedef struct GemmWeights:
-    # A call's weights, ready for the tiles. Pointers are to float or double, as the call's dtype.
+    # The weights of a GEMM packed for the tiles: float or double, as the call's dtype.
     Py_ssize_t k, n            # Cin, Cout
     Py_ssize_t nr, panels      # panel width (NR = 2 vectors) and count: ceil(n / nr)
-    const void *weight         # (k, n), the caller's, row-major
-    void *bias                 # (panels * nr), zero-padded (zeros without a bias)
+    Py_ssize_t kc              # the length of a block of K (the last may be shorter)
+    const void *panels_data    # [block of K][panel][kc x nr], zero-padded past n: see _gemm_panel
+    const void *bias           # (panels * nr), zero-padded (zeros without a bias)
 
 
 cdef inline Py_ssize_t _gemm_kc(Py_ssize_t k) noexcept nogil:
@@ -60,25 +61,38 @@ cdef inline Py_ssize_t _gemm_kc(Py_ssize_t k) noexcept nogil:
     return (k + blocks - 1) // blocks
 
 
-cdef inline Py_ssize_t _gemm_scratch_size(Py_ssize_t k, int lanes) noexcept nogil:
-    """Per-thread elements: a packed block of a panel (KC x NR)."""
-    return _gemm_kc(k) * 2 * lanes
+cdef inline Py_ssize_t _gemm_packed_size(Py_ssize_t k, Py_ssize_t n, int lanes) noexcept nogil:
+    """Elements of packed weights and bias: (k + 1) rows of every panel."""
+    cdef Py_ssize_t nr = 2 * lanes
+    return (k + 1) * ((n + nr - 1) // nr) * nr
 
 
-cdef inline Py_ssize_t _gemm_bias_size(Py_ssize_t n, int lanes) noexcept nogil:
-    return (n + 2 * lanes - 1) // (2 * lanes) * 2 * lanes
+cdef inline const floating *_gemm_panel(const GemmWeights *gw, Py_ssize_t k0, Py_ssize_t p,
+                                        const floating *dtype) noexcept nogil:
+    """Panel p's block of K starting at k0 (kc x nr, or shorter for the last block)."""
+    cdef Py_ssize_t kcb = min(gw.kc, gw.k - k0)
+    return <const floating *>gw.panels_data + k0 * gw.panels * gw.nr + p * kcb * gw.nr
 
 
-cdef void _gemm_prepare(const floating *weight, const floating *bias, Py_ssize_t k, Py_ssize_t n,
-                        floating *bias_padded, GemmWeights *gw) noexcept nogil:
-    """Fill ``gw`` for weight (k, n) and bias (n,) or NULL; bias_padded has _gemm_bias_size elements."""
+cdef void _gemm_pack(const floating *weight, const floating *bias, Py_ssize_t k, Py_ssize_t n,
+                     floating *packed, GemmWeights *gw) noexcept nogil:
+    """Pack weight (k, n) and bias (n,) or NULL into ``packed`` (_gemm_packed_size elements); fill gw."""
     cdef Py_ssize_t nr = 2 * _lanes(weight)
+    cdef Py_ssize_t p, k0 = 0, kcb
     gw.k = k
     gw.n = n
     gw.nr = nr
     gw.panels = (n + nr - 1) // nr
-    gw.weight = weight
+    gw.kc = _gemm_kc(k)
+    gw.panels_data = packed
+    cdef floating *bias_padded = packed + k * gw.panels * nr
     gw.bias = bias_padded
+    while k0 < k:
+        kcb = min(gw.kc, k - k0)
+        for p in range(gw.panels):
+            _pack_panel(weight + k0 * n, kcb, n, p * nr, min(nr, n - p * nr), nr,
+                        <floating *>_gemm_panel(gw, k0, p, weight))
+        k0 += kcb
     memset(bias_padded, 0, gw.panels * nr * sizeof(floating))
     if bias != NULL:
         memcpy(bias_padded, bias, n * sizeof(floating))
@@ -139,30 +153,23 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                     Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation,
-                     floating *panel) noexcept nogil:
+                     Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation) noexcept nogil:
     """c[:rows, panels] = activation(a @ W[:, panels] + bias); a (rows, k) and c (rows, n) row-major.
 
-    K is taken in blocks of DWCY_GEMM_KC (the tiles carry the partial sums over in c). Each block of a
-    panel is first copied, zero-padded, into ``panel`` (KC x NR, contiguous): the tiles read whole
-    vectors from it and store only the panel's columns.
+    K is taken in blocks (the tiles carry the partial sums over in c); the tiles read whole vectors from
+    the packed panels and store only the panel's columns.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
-    cdef Py_ssize_t p, col, cols, k0 = 0
-    cdef Py_ssize_t kc = _gemm_kc(k)
-    cdef const floating *weight = <const floating *>gw.weight
-    cdef const floating *bias
+    cdef Py_ssize_t p, col, kcb, k0 = 0
     cdef int act
     while k0 < k:
-        kc = min(kc, k - k0)
-        act = activation if k0 + kc == k else 0  # the activation after the whole sum only
+        kcb = min(gw.kc, k - k0)
+        act = activation if k0 + kcb == k else 0  # the activation after the whole sum only
         for p in range(panel_begin, panel_end):
             col = p * nr
-            cols = min(nr, n - col)
-            bias = <const floating *>gw.bias + col
-            _pack_panel(weight + k0 * n, kc, n, col, cols, nr, panel)
-            _gemm_cols(kc, a + k0, k, rows, panel, nr, bias, c + col, n, <int>cols, k0 == 0, act)
-        k0 += kc
+            _gemm_cols(kcb, a + k0, k, rows, _gemm_panel(gw, k0, p, a), nr, <const floating *>gw.bias + col,
+                       c + col, n, <int>min(nr, n - col), k0 == 0, act)
+        k0 += kcb
 
 
 cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
@@ -181,44 +188,43 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
                  Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int activation, int num_threads) noexcept nogil:
     """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory."""
     cdef GemmWeights gw
-    cdef int lanes = _lanes(x)
-    cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, k, sizeof(floating))
-    cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
-    cdef Py_ssize_t panels = _gemm_bias_size(n, lanes) // (2 * lanes)
-    # Few row blocks (small images): also split the panels, so every thread gets work.
-    cdef double multiply_adds = <double>pixels * k * n
-    cdef int wanted = _threads_for(num_threads, blocks * panels, multiply_adds)
-    cdef Py_ssize_t chunks = 1
-    if blocks < 4 * wanted:
-        chunks = min(panels, (4 * wanted + blocks - 1) // blocks)
-    cdef Py_ssize_t items = blocks * chunks
-    cdef int threads = _threads_for(num_threads, items, multiply_adds)
-    cdef Py_ssize_t bias_size = _gemm_bias_size(n, lanes)
-    cdef Py_ssize_t scratch_size = _gemm_scratch_size(k, lanes)
-    cdef floating *bias_padded = <floating *>malloc((bias_size + threads * scratch_size) * sizeof(floating))
-    if bias_padded == NULL:
+    cdef floating *packed = <floating *>malloc(_gemm_packed_size(k, n, _lanes(x)) * sizeof(floating))
+    if packed == NULL:
         return -1
-    _gemm_prepare(weight, bias, k, n, bias_padded, &gw)
-    cdef floating *scratch = bias_padded + bias_size
-    cdef Py_ssize_t item
-    if threads == 1:
-        for item in range(items):
-            _pw_item(&gw, x, y, pixels, block_rows, chunks, item, activation, scratch)
-    else:
-        for item in prange(items, num_threads=threads, schedule="static"):
-            _pw_item(&gw, x, y, pixels, block_rows, chunks, item, activation,
-                     scratch + omp_get_thread_num() * scratch_size)
-    free(bias_padded)
+    _gemm_pack(weight, bias, k, n, packed, &gw)
+    _pw_run_packed(&gw, x, y, pixels, activation, num_threads)
+    free(packed)
     return 0
 
 
+cdef void _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
+                         int activation, int num_threads) noexcept nogil:
+    """y (pixels, n) = activation(x (pixels, k) @ W + bias), W and bias packed in gw."""
+    cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, gw.k, sizeof(floating))
+    cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
+    # Few row blocks (small images): also split the panels, so every thread gets work.
+    cdef double multiply_adds = <double>pixels * gw.k * gw.n
+    cdef int wanted = _threads_for(num_threads, blocks * gw.panels, multiply_adds)
+    cdef Py_ssize_t chunks = 1
+    if blocks < 4 * wanted:
+        chunks = min(gw.panels, (4 * wanted + blocks - 1) // blocks)
+    cdef Py_ssize_t items = blocks * chunks
+    cdef int threads = _threads_for(num_threads, items, multiply_adds)
+    cdef Py_ssize_t item
+    if threads == 1:
+        for item in range(items):
+            _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+    else:
+        for item in prange(items, num_threads=threads, schedule="static"):
+            _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+
+
 cdef inline void _pw_item(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
-                          Py_ssize_t block_rows, Py_ssize_t chunks, Py_ssize_t item, int activation,
-                          floating *scratch) noexcept nogil:
+                          Py_ssize_t block_rows, Py_ssize_t chunks, Py_ssize_t item, int activation) noexcept nogil:
     """Work item = (row block, panel chunk)."""
     cdef Py_ssize_t block = item // chunks
     cdef Py_ssize_t chunk = item - block * chunks
     cdef Py_ssize_t row0 = block * block_rows
     cdef Py_ssize_t rows = min(block_rows, pixels - row0)
     _gemm_rows(gw, x + row0 * gw.k, rows, y + row0 * gw.n, chunk * gw.panels // chunks,
-               (chunk + 1) * gw.panels // chunks, activation, scratch)
+               (chunk + 1) * gw.panels // chunks, activation)

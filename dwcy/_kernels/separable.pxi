@@ -25,20 +25,19 @@ cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int 
     return max(1, rows)
 
 
-cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *wpack, const floating *bpack,
-                    const GemmWeights *gw, floating *y, Py_ssize_t band_rows, Py_ssize_t bands,
-                    Py_ssize_t item, int activation, floating *band, floating *expand_buf,
-                    floating *gemm_scratch) noexcept nogil:
+cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_packed, const GemmWeights *gw,
+                    floating *y, Py_ssize_t band_rows, Py_ssize_t bands, Py_ssize_t item, int activation,
+                    floating *band, floating *expand_buf) noexcept nogil:
     """Work item = n * bands + band: its depthwise rows into ``band``, then the pointwise tiles into y."""
     cdef Py_ssize_t n = item // bands
     cdef Py_ssize_t oh0 = (item - n * bands) * band_rows
     cdef Py_ssize_t rows = min(band_rows, g.oh - oh0)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
+    cdef const floating *bpack = _dw_packed_bias(dw_packed, g)
     cdef Py_ssize_t r
     for r in range(rows):
-        _dw_output_row(x, g, n * g.oh + oh0 + r, wpack, bpack, band + r * row_size, expand_buf)
-    _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation,
-               gemm_scratch)
+        _dw_output_row(x, g, n * g.oh + oh0 + r, dw_packed, bpack, band + r * row_size, expand_buf)
+    _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation)
 
 
 cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *dw_bias,
@@ -46,60 +45,62 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
                   Py_ssize_t cout, int activation, int num_threads) noexcept nogil:
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
     cdef int lanes = _lanes(x)
+    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes)
+    cdef floating *packed = <floating *>malloc((dw_size + _gemm_packed_size(g.c * g.m, cout, lanes))
+                                               * sizeof(floating))
+    if packed == NULL:
+        return -1
+    cdef GemmWeights gw
+    _dw_pack_weights(dw_weight, dw_bias, g, packed)
+    _gemm_pack(pw_weight, pw_bias, g.c * g.m, cout, packed + dw_size, &gw)
+    cdef int rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads)
+    free(packed)
+    return rc
+
+
+cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const GemmWeights *gw, floating *y,
+                         const DwGeometry *g, int activation, int num_threads) noexcept nogil:
+    """The separable block with packed weights (_dw_pack_weights, _gemm_pack). 0, or -1 out of memory."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
-    cdef double multiply_adds = <double>intermediate * (g.kh * g.kw + cout)
+    cdef double multiply_adds = <double>intermediate * (g.kh * g.kw + gw.n)
     cdef int threads = _threads_for(num_threads, g.n * g.oh, multiply_adds)
     cdef Py_ssize_t band_rows = _band_rows(g, sizeof(floating), threads)
     # Fusing saves writing and reading the intermediate tensor, and costs each band a pass over the
     # pointwise weights: worth it for a large intermediate and bands larger than half the weights.
-    if (intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES
-            or 2 * band_rows * g.ow * k < k * cout):
-        return _sep_run_unfused(x, dw_weight, dw_bias, pw_weight, pw_bias, y, g, cout, activation,
-                                num_threads, intermediate)
+    if intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES or 2 * band_rows * g.ow * k < k * gw.n:
+        return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate)
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
     threads = _threads_for(num_threads, items, multiply_adds)
-    # Shared: the packed depthwise weights and bias, the padded pointwise bias. Per thread: the band,
-    # the depthwise expansion buffer (multiplier > 1), the pointwise scratch.
-    cdef Py_ssize_t blocks = _dw_blocks(g, lanes)
-    cdef Py_ssize_t bias_size = _gemm_bias_size(cout, lanes)
+    # Per thread: the band, then the depthwise expansion buffer (multiplier > 1).
     cdef Py_ssize_t band_size = band_rows * g.ow * k
-    cdef Py_ssize_t expand_size = _dw_expand_size(g)
-    cdef Py_ssize_t scratch_size = _gemm_scratch_size(k, lanes)
-    cdef Py_ssize_t per_thread = band_size + expand_size + scratch_size
-    cdef floating *wpack = _dw_pack_alloc(dw_weight, dw_bias, g, bias_size + threads * per_thread)
-    if wpack == NULL:
+    cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g)
+    cdef floating *buffers = <floating *>malloc(threads * per_thread * sizeof(floating))
+    if buffers == NULL:
         return -1
-    cdef floating *bpack = wpack + blocks * g.kh * g.kw * lanes
-    cdef floating *pw_bias_padded = bpack + blocks * lanes
-    cdef floating *buffers = pw_bias_padded + bias_size
     cdef floating *mine
-    cdef GemmWeights gw
-    _gemm_prepare(pw_weight, pw_bias, k, cout, pw_bias_padded, &gw)
     cdef Py_ssize_t item
     if threads == 1:  # in the caller's thread, no OpenMP region
         for item in range(items):
-            _sep_band(x, g, wpack, bpack, &gw, y, band_rows, bands, item, activation, buffers,
-                      buffers + band_size, buffers + band_size + expand_size)
+            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, buffers, buffers + band_size)
     else:
         for item in prange(items, num_threads=threads, schedule="static"):
             mine = buffers + omp_get_thread_num() * per_thread
-            _sep_band(x, g, wpack, bpack, &gw, y, band_rows, bands, item, activation, mine,
-                      mine + band_size, mine + band_size + expand_size)
-    free(wpack)
+            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size)
+    free(buffers)
     return 0
 
 
-cdef int _sep_run_unfused(const floating *x, const floating *dw_weight, const floating *dw_bias,
-                          const floating *pw_weight, const floating *pw_bias, floating *y, const DwGeometry *g,
-                          Py_ssize_t cout, int activation, int num_threads, Py_ssize_t intermediate) noexcept nogil:
+cdef int _sep_run_unfused(const floating *x, const floating *dw_packed, const GemmWeights *gw, floating *y,
+                          const DwGeometry *g, int activation, int num_threads,
+                          Py_ssize_t intermediate) noexcept nogil:
     """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
     cdef floating *mid = <floating *>malloc(intermediate * sizeof(floating))
     if mid == NULL:
         return -1
-    cdef int rc = _dw_run(x, dw_weight, dw_bias, mid, g, num_threads)
+    cdef int rc = _dw_run_packed(x, dw_packed, mid, g, num_threads)
     if rc == 0:
-        rc = _pw_run(mid, pw_weight, pw_bias, y, g.n * g.oh * g.ow, g.c * g.m, cout, activation, num_threads)
+        _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads)
     free(mid)
     return rc
