@@ -114,8 +114,8 @@ class BuildExt(build_ext):
 def extensions():
     debug = _env_flag("DWCY_DEBUG", "0")
     ext = Extension(
-        "dwcy._kernels._native",
-        ["dwcy/_kernels/_native.pyx"],
+        "dwcy.kernels",
+        ["dwcy/kernels.pyx"],
         include_dirs=[np.get_include(), "dwcy/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -7,6 +7,7 @@
 (1, 8, 8, 4)
 """
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import reference
@@ -19,4 +20,13 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
     __version__ = "0+unknown"
 
-__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "reference", "show_config", "config", "ACTIVATIONS", "__version__"]
+
+def get_include():
+    """The directory of the C headers that code cimporting ``dwcy.kernels`` compiles with (include_dirs)."""
+    return _os.path.join(_os.path.dirname(__file__), "_kernels")
+
+
+__all__ = [
+    "depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "reference",
+    "show_config", "config", "get_include", "ACTIVATIONS", "__version__",
+]

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _args
-from ._kernels import _native as _kernels
+from . import kernels as _kernels
 
 __all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d"]
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from ._kernels import _native as _kernels
+from . import kernels as _kernels
 
 
 def config():

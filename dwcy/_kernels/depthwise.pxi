@@ -75,15 +75,6 @@ cdef extern from "microkernels.h" nogil:
                              int nc, int activation) noexcept
 
 
-ctypedef struct DwGeometry:
-    Py_ssize_t n, h, w, c, m          # input (N, H, W, C) and channel multiplier M
-    Py_ssize_t kh, kw                 # kernel
-    Py_ssize_t sh, sw, dh, dw         # stride, dilation
-    Py_ssize_t pt, pl                 # top and left padding (bottom/right follow from oh/ow)
-    Py_ssize_t oh, ow                 # output rows and columns
-    int activation
-
-
 ctypedef struct DwRow:
     # One output row's view of its input: what every tile call of the row shares.
     const void *x           # the first valid tap row, column 0, channel 0 (float or double)

@@ -1,4 +1,4 @@
-# The Python-facing entry points of one kernel build. Each per-SIMD-level module (_native.pyx, ...) is
+# The Python-facing entry points of one kernel build. Each kernel module (dwcy/kernels.pyx, ...) is
 # this file compiled with its own flags. Callers (dwcy/_api.py) have validated and normalized every
 # argument with dwcy._args: arrays are C-contiguous, aligned, native-order and share one dtype.
 

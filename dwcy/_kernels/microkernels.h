@@ -100,7 +100,7 @@ typedef long long dwcy_vi64 __attribute__((vector_size(DWCY_VBYTES)));
  * NaN stays NaN, as in NumPy (np.maximum, np.clip): a comparison with NaN is false, so it keeps its value;
  * never fmax or `x > 0 ? x : 0`. Hardswish is x * clip(x + 3, 0, 6) / 6 in the reference's order.
  */
-enum { DWCY_ACT_NONE = 0, DWCY_ACT_RELU = 1, DWCY_ACT_RELU6 = 2, DWCY_ACT_HARDSWISH = 3 };
+#include "dwcy_activations.h"
 
 #define DWCY_DEFINE_ACTIVATION(T)                                                                            \
     static inline T dwcy_clip_##T(T v, T hi)                                                            \

@@ -46,15 +46,6 @@ cdef extern from "microkernels.h" nogil:
                            double *, Py_ssize_t, int, int, int, int) noexcept
 
 
-ctypedef struct GemmWeights:
-    # The weights of a GEMM packed for the tiles: float or double, as the call's dtype.
-    Py_ssize_t k, n            # Cin, Cout
-    Py_ssize_t nr, panels      # panel width (NR = 2 vectors) and count: ceil(n / nr)
-    Py_ssize_t kc              # the length of a block of K (the last may be shorter)
-    const void *panels_data    # [block of K][panel][kc x nr], zero-padded past n: see _gemm_panel
-    const void *bias           # (panels * nr), zero-padded (zeros without a bias)
-
-
 cdef inline Py_ssize_t _gemm_kc(Py_ssize_t k) noexcept nogil:
     """The length of a block of K: K split evenly into the fewest blocks of at most DWCY_GEMM_KC."""
     cdef Py_ssize_t blocks = (k + DWCY_GEMM_KC - 1) // DWCY_GEMM_KC

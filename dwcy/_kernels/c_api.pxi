@@ -1,0 +1,162 @@
+# The C-level API declared in dwcy/kernels.pxd: plain-typed wrappers of the fused-type kernels, and plans
+# (weights packed once, run many times). Nothing is checked here: see the contract in kernels.pxd.
+
+cdef int geometry_init(DwGeometry *g, Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t m,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                       Py_ssize_t dilation_h, Py_ssize_t dilation_w, Py_ssize_t pad_top, Py_ssize_t pad_bottom,
+                       Py_ssize_t pad_left, Py_ssize_t pad_right, int activation) noexcept nogil:
+    # The output-size rule of dwcy._args.output_size, in C for callers without Python.
+    cdef Py_ssize_t span_h = dilation_h * (kh - 1) + 1, span_w = dilation_w * (kw - 1) + 1
+    if (min(n, h, w, c, m) < 1 or min(kh, kw, stride_h, stride_w, dilation_h, dilation_w) < 1
+            or min(pad_top, pad_bottom, pad_left, pad_right) < 0 or not ACT_NONE <= activation <= ACT_HARDSWISH
+            or h + pad_top + pad_bottom < span_h or w + pad_left + pad_right < span_w):
+        return -1
+    g.n, g.h, g.w, g.c, g.m = n, h, w, c, m
+    g.kh, g.kw, g.sh, g.sw, g.dh, g.dw = kh, kw, stride_h, stride_w, dilation_h, dilation_w
+    g.pt, g.pl = pad_top, pad_left
+    g.oh = (h + pad_top + pad_bottom - span_h) // stride_h + 1
+    g.ow = (w + pad_left + pad_right - span_w) // stride_w + 1
+    g.activation = activation
+    return 0
+
+
+cdef int depthwise_f32(const float *x, const float *weight, const float *bias, float *y, const DwGeometry *g,
+                       int num_threads) noexcept nogil:
+    return _dw_run(x, weight, bias, y, g, num_threads)
+
+
+cdef int depthwise_f64(const double *x, const double *weight, const double *bias, double *y,
+                       const DwGeometry *g, int num_threads) noexcept nogil:
+    return _dw_run(x, weight, bias, y, g, num_threads)
+
+
+cdef int pointwise_f32(const float *x, const float *weight, const float *bias, float *y, Py_ssize_t pixels,
+                       Py_ssize_t cin, Py_ssize_t cout, int activation, int num_threads) noexcept nogil:
+    return _pw_run(x, weight, bias, y, pixels, cin, cout, activation, num_threads)
+
+
+cdef int pointwise_f64(const double *x, const double *weight, const double *bias, double *y,
+                       Py_ssize_t pixels, Py_ssize_t cin, Py_ssize_t cout, int activation,
+                       int num_threads) noexcept nogil:
+    return _pw_run(x, weight, bias, y, pixels, cin, cout, activation, num_threads)
+
+
+cdef int separable_f32(const float *x, const float *dw_weight, const float *dw_bias, const float *pw_weight,
+                       const float *pw_bias, float *y, const DwGeometry *g, Py_ssize_t cout, int activation,
+                       int num_threads) noexcept nogil:
+    return _sep_run(x, dw_weight, dw_bias, pw_weight, pw_bias, y, g, cout, activation, num_threads)
+
+
+cdef int separable_f64(const double *x, const double *dw_weight, const double *dw_bias,
+                       const double *pw_weight, const double *pw_bias, double *y, const DwGeometry *g,
+                       Py_ssize_t cout, int activation, int num_threads) noexcept nogil:
+    return _sep_run(x, dw_weight, dw_bias, pw_weight, pw_bias, y, g, cout, activation, num_threads)
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+cdef Plan *_plan_new(const DwGeometry *g, Py_ssize_t cin, Py_ssize_t cout, int itemsize) noexcept nogil:
+    """One allocation: the Plan, then (64-byte aligned) the packed depthwise and pointwise weights."""
+    cdef int lanes = DWCY_LANES_F32 if itemsize == 4 else DWCY_LANES_F64
+    cdef Py_ssize_t header = (sizeof(Plan) + 63) // 64 * 64
+    cdef Py_ssize_t dw_elements = _dw_packed_size(g, lanes) if g != NULL else 0
+    cdef Py_ssize_t pw_elements = _gemm_packed_size(cin, cout, lanes) if cout > 0 else 0
+    cdef Plan *plan = <Plan *>malloc(header + (dw_elements + pw_elements) * itemsize)
+    if plan == NULL:
+        return NULL
+    memset(plan, 0, sizeof(Plan))
+    plan.itemsize = itemsize
+    cdef char *data = <char *>plan + header
+    if g != NULL:
+        plan.depthwise_shape.kh, plan.depthwise_shape.kw = g.kh, g.kw
+        plan.depthwise_shape.c, plan.depthwise_shape.m = g.c, g.m
+        plan.depthwise = data
+    plan.pointwise.panels_data = data + dw_elements * itemsize  # filled by _gemm_pack
+    return plan
+
+
+cdef Plan *_plan(const floating *dw_weight, const floating *dw_bias, const floating *pw_weight,
+                 const floating *pw_bias, const DwGeometry *g, Py_ssize_t cout) noexcept nogil:
+    """A plan of a depthwise (g != NULL), a pointwise (cout > 0) stage or both."""
+    cdef Py_ssize_t cin = g.c * g.m if g != NULL else 0
+    cdef Plan *plan = _plan_new(g, cin, cout, sizeof(floating))
+    if plan == NULL:
+        return NULL
+    if g != NULL:
+        _dw_pack_weights(dw_weight, dw_bias, g, <floating *>plan.depthwise)
+    if cout > 0:
+        _gemm_pack(pw_weight, pw_bias, cin, cout, <floating *>plan.pointwise.panels_data, &plan.pointwise)
+    return plan
+
+
+cdef Plan *_pointwise_plan(const floating *weight, const floating *bias, Py_ssize_t cin,
+                           Py_ssize_t cout) noexcept nogil:
+    cdef Plan *plan = _plan_new(NULL, cin, cout, sizeof(floating))
+    if plan != NULL:
+        _gemm_pack(weight, bias, cin, cout, <floating *>plan.pointwise.panels_data, &plan.pointwise)
+    return plan
+
+
+cdef Plan *depthwise_plan_f32(const float *weight, const float *bias, const DwGeometry *g) noexcept nogil:
+    return _plan(weight, bias, <const float *>NULL, <const float *>NULL, g, 0)
+
+
+cdef Plan *depthwise_plan_f64(const double *weight, const double *bias, const DwGeometry *g) noexcept nogil:
+    return _plan(weight, bias, <const double *>NULL, <const double *>NULL, g, 0)
+
+
+cdef int depthwise_run_f32(const Plan *plan, const float *x, float *y, const DwGeometry *g,
+                           int num_threads) noexcept nogil:
+    return _dw_run_packed(x, <const float *>plan.depthwise, y, g, num_threads)
+
+
+cdef int depthwise_run_f64(const Plan *plan, const double *x, double *y, const DwGeometry *g,
+                           int num_threads) noexcept nogil:
+    return _dw_run_packed(x, <const double *>plan.depthwise, y, g, num_threads)
+
+
+cdef Plan *pointwise_plan_f32(const float *weight, const float *bias, Py_ssize_t cin,
+                              Py_ssize_t cout) noexcept nogil:
+    return _pointwise_plan(weight, bias, cin, cout)
+
+
+cdef Plan *pointwise_plan_f64(const double *weight, const double *bias, Py_ssize_t cin,
+                              Py_ssize_t cout) noexcept nogil:
+    return _pointwise_plan(weight, bias, cin, cout)
+
+
+cdef int pointwise_run_f32(const Plan *plan, const float *x, float *y, Py_ssize_t pixels, int activation,
+                           int num_threads) noexcept nogil:
+    _pw_run_packed(&plan.pointwise, x, y, pixels, activation, num_threads)
+    return 0
+
+
+cdef int pointwise_run_f64(const Plan *plan, const double *x, double *y, Py_ssize_t pixels, int activation,
+                           int num_threads) noexcept nogil:
+    _pw_run_packed(&plan.pointwise, x, y, pixels, activation, num_threads)
+    return 0
+
+
+cdef Plan *separable_plan_f32(const float *dw_weight, const float *dw_bias, const float *pw_weight,
+                              const float *pw_bias, const DwGeometry *g, Py_ssize_t cout) noexcept nogil:
+    return _plan(dw_weight, dw_bias, pw_weight, pw_bias, g, cout)
+
+
+cdef Plan *separable_plan_f64(const double *dw_weight, const double *dw_bias, const double *pw_weight,
+                              const double *pw_bias, const DwGeometry *g, Py_ssize_t cout) noexcept nogil:
+    return _plan(dw_weight, dw_bias, pw_weight, pw_bias, g, cout)
+
+
+cdef int separable_run_f32(const Plan *plan, const float *x, float *y, const DwGeometry *g, int activation,
+                           int num_threads) noexcept nogil:
+    return _sep_run_packed(x, <const float *>plan.depthwise, &plan.pointwise, y, g, activation, num_threads)
+
+
+cdef int separable_run_f64(const Plan *plan, const double *x, double *y, const DwGeometry *g, int activation,
+                           int num_threads) noexcept nogil:
+    return _sep_run_packed(x, <const double *>plan.depthwise, &plan.pointwise, y, g, activation, num_threads)
+
+
+cdef void plan_free(Plan *plan) noexcept nogil:
+    free(plan)
+
