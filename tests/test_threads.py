@@ -131,3 +131,53 @@ def test_child_process_after_a_parallel_kernel(tmp_path, start_method):
     script.write_text(CHILD_AFTER_PARALLEL_PARENT)
     child = subprocess.run([sys.executable, str(script), start_method], capture_output=True, text=True, timeout=90)
     assert child.returncode == 0, f"return code {child.returncode}: {child.stderr}"
+
+
+def test_thread_pool_of_8_with_mixed_operations_and_dtypes():
+    # Under contention (8 Python threads on however many cores, each call free to start OpenMP threads of
+    # its own), every call still gets exactly its own result.
+    rng = np.random.default_rng(0)
+    calls = []
+    for i in range(24):
+        dtype = DTYPES[i % 2]
+        x = rng.standard_normal((1 + i % 3, 14 + i, 17, 8 + 3 * i)).astype(dtype)
+        dw = rng.standard_normal((3, 3, x.shape[3])).astype(dtype)
+        pw = rng.standard_normal((x.shape[3], 5 + i)).astype(dtype)
+        kind = ("depthwise", "pointwise", "separable")[i % 3]
+        if kind == "depthwise":
+            calls.append((dwcy.depthwise_conv2d, (x, dw), dict(padding="same", stride=1 + i % 2)))
+        elif kind == "pointwise":
+            calls.append((dwcy.pointwise_conv2d, (x, pw), dict(activation="relu6")))
+        else:
+            calls.append((dwcy.separable_conv2d, (x, dw, pw), dict(padding="same", depthwise_activation="relu")))
+    expected = [function(*args, num_threads=1, **kwargs) for function, args, kwargs in calls]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(function, *args, num_threads=None, **kwargs) for function, args, kwargs in calls * 3]
+        results = [future.result() for future in futures]
+    for i, y in enumerate(results):
+        assert np.array_equal(y, expected[i % len(calls)]), f"call {i % len(calls)}"
+
+
+OS_FORK_AFTER_PARALLEL = """
+import os, sys
+import numpy as np, dwcy
+
+x = np.ones((2, 30, 30, 20), np.float32)
+w = np.ones((3, 3, 20), np.float32)
+dwcy.depthwise_conv2d(x, w, num_threads=2)  # the parent's OpenMP threads exist now
+pid = os.fork()
+if pid == 0:
+    ok = dwcy.depthwise_conv2d(x, w, num_threads=2)[0, 5, 5, 0] == 9 and dwcy.config()["threads"] == 1
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_os_fork_after_a_parallel_kernel(tmp_path):
+    # The child runs its kernels single-threaded (an at-fork handler), instead of hanging in GNU OpenMP.
+    script = tmp_path / "fork_after_parallel.py"
+    script.write_text(OS_FORK_AFTER_PARALLEL)
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, f"return code {child.returncode}: {child.stderr}"
