@@ -4,6 +4,9 @@ Environment switches:
   DWCY_NATIVE=0     build for the portable x86-64 baseline instead of the building machine (-march=native)
   DWCY_NO_OPENMP=1  build without OpenMP (kernels then run single-threaded; show_config() says so)
   DWCY_DEBUG=1      Cython bounds checks on, -O0 -g
+  DWCY_SANITIZE=address,undefined
+                    build with -fsanitize=... -fno-omit-frame-pointer (gcc, clang); see the README's
+                    developer section for running the tests under it
 """
 
 import os
@@ -44,6 +47,17 @@ DIRECTIVES = {
 
 def _env_flag(name, default):
     return os.environ.get(name, default).strip().lower() not in ("0", "", "false", "no", "off")
+
+
+def _sanitizer_flags():
+    """-fsanitize=... from DWCY_SANITIZE (e.g. "address,undefined"), or none.
+
+    UBSan is made fatal (-fno-sanitize-recover) so that a report fails the test that caused it.
+    """
+    checks = os.environ.get("DWCY_SANITIZE", "").strip()
+    if not checks:
+        return []
+    return [f"-fsanitize={checks}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
 def _openmp_flags(compiler):
@@ -94,6 +108,9 @@ class BuildExt(build_ext):
             if _env_flag("DWCY_NATIVE", "1") and _compiles(compiler, "int main(void){return 0;}\n",
                                                           ["-march=native"], []):
                 compile_args.append("-march=native")
+            sanitize = _sanitizer_flags()
+            compile_args += sanitize
+            link_args += sanitize
         openmp = False
         if not _env_flag("DWCY_NO_OPENMP", "0"):
             omp_compile, omp_link = _openmp_flags(compiler)
