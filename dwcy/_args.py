@@ -23,7 +23,8 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Activation names, in the order of their integer codes in the kernels (``ACTIVATIONS.index(name)``).
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 
-# Element counts and offsets are computed in 64-bit signed integers (``Py_ssize_t``) by the kernels.
+# Element counts, offsets and every size of the geometry are 64-bit signed integers (``Py_ssize_t``) in the
+# kernels: each must stay below this, and so must the products the kernels form from them.
 _MAX_ELEMENTS = 2**62
 
 
@@ -77,13 +78,15 @@ class PointwiseArgs(NamedTuple):
 # ---------------------------------------------------------------------------------------------- scalars
 
 
-def _positive_int(value, name):
+def _positive_int(value, name, bounded=True):
     try:
         value = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if bounded and value >= _MAX_ELEMENTS:
+        raise ValueError(f"{name} of {value} is too large (at most 2**62 - 1)")
     return value
 
 
@@ -101,7 +104,7 @@ def resolve_num_threads(num_threads):
     """``None`` (OpenMP's default, resolved by the kernels) or an int >= 1, a most; capped at 2**16."""
     if num_threads is None:
         return None
-    return min(_positive_int(num_threads, "num_threads"), 2**16)
+    return min(_positive_int(num_threads, "num_threads", bounded=False), 2**16)
 
 
 def activation_code(activation, name="activation"):
@@ -137,6 +140,8 @@ def _non_negative(value, name="padding"):
         raise TypeError(f"{name} must hold ints, got {type(value).__name__}") from None
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
+    if value >= _MAX_ELEMENTS:
+        raise ValueError(f"{name} of {value} is too large (at most 2**62 - 1)")
     return value
 
 
@@ -270,11 +275,13 @@ def _check_x(x):
 # ------------------------------------------------------------------------------------------ operations
 
 
-def depthwise(x, weight, bias, stride, padding, dilation, activation, out, names=("weight", "bias", "activation")):
+def depthwise(x, weight, bias, stride, padding, dilation, activation, out, names=("weight", "bias", "activation"),
+              ready=True):
     """Validate and normalize the arguments of ``depthwise_conv2d``.
 
     ``names``: what the caller calls the weight, the bias and the activation (separable_conv2d's
-    ``depthwise_weight``, ...), for the error messages.
+    ``depthwise_weight``, ...), for the error messages. ``ready=False`` leaves x and the weight as they came
+    (not yet copied to kernel-ready arrays): for a caller with checks of its own still to make.
     """
     weight_name, bias_name, activation_name = names
     x, dtype = _check_x(x)
@@ -283,8 +290,9 @@ def depthwise(x, weight, bias, stride, padding, dilation, activation, out, names
     act = activation_code(activation, activation_name)
     out = check_out(out, geometry.out_shape, dtype, (("x", x), (weight_name, weight), (bias_name, bias)))
     bias = _check_bias(bias, geometry.out_channels, dtype, bias_name)
-    x = _kernel_ready(x, dtype)
-    weight = _kernel_ready(weight, dtype).reshape(geometry.kh, geometry.kw, geometry.out_channels)
+    if ready:
+        x = _kernel_ready(x, dtype)
+        weight = _kernel_ready(weight, dtype).reshape(geometry.kh, geometry.kw, geometry.out_channels)
     return DepthwiseArgs(x, weight, bias, geometry, act, out)
 
 
@@ -385,8 +393,8 @@ def separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_b
     """Validate and normalize the arguments of ``separable_conv2d`` (all of them, before any work)."""
     resolve_num_threads(num_threads)
     dw = depthwise(x, depthwise_weight, depthwise_bias, stride, padding, dilation, depthwise_activation, None,
-                   names=("depthwise_weight", "depthwise_bias", "depthwise_activation"))
-    dtype = dw.x.dtype
+                   names=("depthwise_weight", "depthwise_bias", "depthwise_activation"), ready=False)
+    dtype = dw.x.dtype.newbyteorder("=")  # x may still be in its own byte order
     pw_weight = _pointwise_weight(pointwise_weight, dw.geometry.out_channels, dtype, "pointwise_weight")
     cout = pw_weight.shape[1]
     act = activation_code(activation, "activation")
@@ -396,4 +404,8 @@ def separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_b
               ("depthwise_bias", depthwise_bias), ("pointwise_bias", pointwise_bias))
     out = check_out(out, out_shape, dtype, inputs)
     pw_bias = _check_bias(pointwise_bias, cout, dtype, "pointwise_bias")
+    # Every check done: now the copies (a large x is copied only for a call that will run).
+    g = dw.geometry
+    dw = dw._replace(x=_kernel_ready(dw.x, dtype),
+                     weight=_kernel_ready(dw.weight, dtype).reshape(g.kh, g.kw, g.out_channels))
     return SeparableArgs(dw, _kernel_ready(pw_weight, dtype), pw_bias, act, out)

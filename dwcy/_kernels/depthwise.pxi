@@ -300,8 +300,39 @@ cdef void _expand_rows(const floating *x, const DwGeometry *g, Py_ssize_t ih0, P
                 dst[iw * m + k] = src[iw]
 
 
+cdef bint _dw_weights_finite(const floating *packed, const DwGeometry *g) noexcept nogil:
+    """Are all the packed depthwise weights finite? (v - v is 0 for a finite v, NaN for NaN and +-Inf.)"""
+    cdef Py_ssize_t i
+    cdef bint finite = True
+    for i in range(_dw_blocks(g, _lanes(packed)) * g.kh * g.kw * _lanes(packed)):
+        finite &= packed[i] - packed[i] == 0
+    return finite
+
+
+cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floating *wpack,
+                                 floating *yrow) noexcept nogil:
+    """NaN where a padded tap meets a NaN or infinite weight: zero padding times NaN or Inf is NaN, as in the
+    reference (and XNNPACK), though the tiles skip padded taps. Runs only for weights that are not all finite."""
+    cdef int lanes = _lanes(wpack)
+    cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw
+    cdef Py_ssize_t ow, ch, i, j, kw0, nkw
+    cdef floating v
+    for ow in range(g.ow):
+        _tap_range(ow * g.sw - g.pl, g.dw, g.kw, g.w, &kw0, &nkw)
+        if r.nkh == g.kh and nkw == g.kw:
+            continue
+        for ch in range(co):
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    if r.kh0 <= i < r.kh0 + r.nkh and kw0 <= j < kw0 + nkw:
+                        continue
+                    v = wpack[((ch // lanes) * taps + i * g.kw + j) * lanes + ch % lanes]
+                    if v - v != 0:
+                        yrow[ow * co + ch] = 0 * v  # NaN
+
 cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item, const floating *wpack,
-                         const floating *bpack, floating *yrow, floating *expand_buf) noexcept nogil:
+                         const floating *bpack, floating *yrow, floating *expand_buf,
+                         bint weights_finite) noexcept nogil:
     """Output row ``item`` = n * out_h + oh (all channels) into yrow."""
     cdef Py_ssize_t n = item // g.oh
     cdef Py_ssize_t oh = item - n * g.oh
@@ -320,6 +351,8 @@ cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item
         r.row_step = g.w * g.c * g.m
         r.ci = g.c * g.m
     _dw_row(&r, g, wpack, bpack, yrow)
+    if not weights_finite:
+        _dw_poison_padded_taps(&r, g, wpack, yrow)
 
 
 cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
@@ -369,6 +402,7 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     cdef int threads = _threads_for(num_threads, items, <double>items * row_size * g.kh * g.kw)
     cdef Py_ssize_t expand_size = _dw_expand_size(g)
     cdef const floating *bpack = _dw_packed_bias(packed, g)
+    cdef bint finite = _dw_weights_finite(packed, g)
     cdef Py_ssize_t item
     cdef floating *expand_bufs = NULL
     if expand_size:
@@ -377,10 +411,10 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
             return -1
     if threads == 1:  # in the caller's thread, no OpenMP region
         for item in range(items):
-            _dw_output_row(x, g, item, packed, bpack, y + item * row_size, expand_bufs)
+            _dw_output_row(x, g, item, packed, bpack, y + item * row_size, expand_bufs, finite)
     else:
         for item in prange(items, num_threads=threads, schedule="static"):
             _dw_output_row(x, g, item, packed, bpack, y + item * row_size,
-                           expand_bufs + omp_get_thread_num() * expand_size)
+                           expand_bufs + omp_get_thread_num() * expand_size, finite)
     free(expand_bufs)
     return 0

@@ -27,7 +27,7 @@ cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int 
 
 cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_packed, const GemmWeights *gw,
                     floating *y, Py_ssize_t band_rows, Py_ssize_t bands, Py_ssize_t item, int activation,
-                    floating *band, floating *expand_buf) noexcept nogil:
+                    floating *band, floating *expand_buf, bint weights_finite) noexcept nogil:
     """Work item = n * bands + band: its depthwise rows into ``band``, then the pointwise tiles into y."""
     cdef Py_ssize_t n = item // bands
     cdef Py_ssize_t oh0 = (item - n * bands) * band_rows
@@ -36,7 +36,8 @@ cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_p
     cdef const floating *bpack = _dw_packed_bias(dw_packed, g)
     cdef Py_ssize_t r
     for r in range(rows):
-        _dw_output_row(x, g, n * g.oh + oh0 + r, dw_packed, bpack, band + r * row_size, expand_buf)
+        _dw_output_row(x, g, n * g.oh + oh0 + r, dw_packed, bpack, band + r * row_size, expand_buf,
+                       weights_finite)
     _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation)
 
 
@@ -80,14 +81,16 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     if buffers == NULL:
         return -1
     cdef floating *mine
+    cdef bint finite = _dw_weights_finite(dw_packed, g)
     cdef Py_ssize_t item
     if threads == 1:  # in the caller's thread, no OpenMP region
         for item in range(items):
-            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, buffers, buffers + band_size)
+            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, buffers, buffers + band_size,
+                      finite)
     else:
         for item in prange(items, num_threads=threads, schedule="static"):
             mine = buffers + omp_get_thread_num() * per_thread
-            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size)
+            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size, finite)
     free(buffers)
     return 0
 
