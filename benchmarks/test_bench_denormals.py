@@ -1,13 +1,15 @@
 """Subnormal (denormal) inputs vs normal ones, for each kernel: the slowdown x86 microcode assists cause.
 
 x86 CPUs handle a subnormal operand or result of a multiply or add with a microcode assist unless the FPU
-runs with flush-to-zero (FTZ) and denormals-are-zero (DAZ), which dwcy does not set (nor change). This
-benchmark measures what that costs: each kernel on one MobileNetV2-sized layer, one thread, float32, with
+runs with flush-to-zero (FTZ) and denormals-are-zero (DAZ), which dwcy sets only when a call asks for it
+(``flush_denormals=True``, for that call only). This benchmark measures what subnormals cost, and what the
+option wins back: each kernel on one MobileNetV2-sized layer, one thread, float32, with
 
 * ``normal``: x ~ N(0, 1), weights ~ N(0, 1/fan_in);
 * ``subnormal``: the same weights, x scaled to ~1e-40 (float32's subnormals are below 1.2e-38): every product,
   partial sum and output is subnormal, the worst case;
-* ``all-subnormal``: x and weights ~1e-40: products underflow (1e-80) to zero, which is an assist of its own.
+* ``all-subnormal``: x and weights ~1e-40: products underflow (1e-80) to zero, which is an assist of its own;
+* ``subnormal-flushed``: ``subnormal`` with ``flush_denormals=True`` (the inputs count as zero).
 
 No bias and no activation (a bias of ~1 would lift every sum out of the subnormal range). The three variants of a
 kernel are one pytest-benchmark group, side by side; the slowdown is the ratio of their medians::
@@ -36,7 +38,7 @@ LAYERS = {
     "pointwise": dict(x=(1, 28, 28, 144), pointwise=(144, 32)),
     "separable": dict(x=(1, 28, 28, 192), depthwise=(3, 3, 192), pointwise=(192, 32)),
 }
-VARIANTS = ("normal", "subnormal", "all-subnormal")
+VARIANTS = ("normal", "subnormal", "all-subnormal", "subnormal-flushed")
 
 
 def make_problem(kernel, variant, seed=0):
@@ -57,14 +59,18 @@ def make_problem(kernel, variant, seed=0):
     args = [x.astype(DTYPE)] + [w.astype(DTYPE) for w in weights]
     function = {"depthwise": dwcy.depthwise_conv2d, "pointwise": dwcy.pointwise_conv2d,
                 "separable": dwcy.separable_conv2d}[kernel]
-    kwargs = dict(num_threads=1)
+    kwargs = dict(num_threads=1, flush_denormals=variant.endswith("flushed"))
     if kernel != "pointwise":
         kwargs["padding"] = "same"
     return function, args, kwargs
 
 
 def check(kernel, variant, args, kwargs, result):
-    """The result matches the reference in float64, with subnormal rounding (absolute, 2**-149 a step) allowed."""
+    """The result matches the reference in float64, with subnormal rounding (absolute, 2**-149 a step) allowed;
+    flushed inputs give zeros."""
+    if kwargs["flush_denormals"]:
+        assert (result == 0).all(), "flushed subnormal inputs must count as zero"
+        return
     reference = getattr(dwcy.reference, f"{kernel}_conv2d")
     expected = reference(*(a.astype(np.float64) for a in args), **kwargs)
     magnitude = reference(*(np.abs(a.astype(np.float64)) for a in args), **kwargs)

@@ -2,8 +2,9 @@
 
 Same signatures and semantics as the kernels (DESIGN.md), computed in the input's dtype, vectorized over
 pixels and channels: a loop over the KH*KW taps of shifted-slice multiply-adds on a zero-padded copy of the
-input, the way a good NumPy programmer would write it. ``num_threads`` is accepted for signature parity and
-ignored (NumPy's element-wise operations run on one thread; a BLAS matmul follows its own thread pool).
+input, the way a good NumPy programmer would write it. ``num_threads`` and ``flush_denormals`` are accepted for
+signature parity and ignored: NumPy's element-wise operations run on one thread (a BLAS matmul follows its
+own thread pool), and the reference keeps subnormal numbers.
 """
 
 import numpy as np
@@ -38,7 +39,7 @@ def _finish(acc, bias, activation, out):
 
 
 def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, activation=None, out=None,
-                     num_threads=None):
+                     num_threads=None, flush_denormals=False):
     """Depthwise 2-D convolution of NHWC ``x`` (pure NumPy); see :func:`dwcy.depthwise_conv2d`."""
     _args.resolve_num_threads(num_threads)
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
@@ -59,7 +60,7 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     return _finish(acc, a.bias, a.activation, a.out)
 
 
-def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_threads=None):
+def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_threads=None, flush_denormals=False):
     """Pointwise (1x1) convolution of NHWC ``x`` (pure NumPy): ``x.reshape(-1, Cin) @ weight``."""
     _args.resolve_num_threads(num_threads)
     a = _args.pointwise(x, weight, bias, activation, out)
@@ -70,7 +71,7 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_thr
 
 def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, *, stride=1,
                      padding="valid", dilation=1, depthwise_activation=None, activation=None, out=None,
-                     num_threads=None):
+                     num_threads=None, flush_denormals=False):
     """Depthwise -> bias -> activation -> pointwise -> bias -> activation (pure NumPy composition)."""
     _args.separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding, dilation,
                     depthwise_activation, activation, out, num_threads)

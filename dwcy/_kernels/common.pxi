@@ -35,6 +35,33 @@ cdef extern from *:
     #ifndef DWCY_BUILD_FLAGS
     #define DWCY_BUILD_FLAGS ""
     #endif
+
+    /* Flush subnormals to zero (FTZ: results; DAZ: inputs) in this thread, returning the state to restore. */
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <xmmintrin.h>
+    #define DWCY_CAN_FLUSH 1
+    static inline unsigned int dwcy_fpu_enter(int flush) {
+        unsigned int saved = _mm_getcsr();
+        if (flush) _mm_setcsr(saved | 0x8040u);  /* MXCSR bits 15 (FTZ) and 6 (DAZ) */
+        return saved;
+    }
+    static inline void dwcy_fpu_exit(int flush, unsigned int saved) { if (flush) _mm_setcsr(saved); }
+    #elif defined(__aarch64__)
+    #define DWCY_CAN_FLUSH 1
+    static inline unsigned int dwcy_fpu_enter(int flush) {
+        unsigned long fpcr;
+        __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+        if (flush) __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | (1ul << 24)));  /* FZ */
+        return (unsigned int)fpcr;
+    }
+    static inline void dwcy_fpu_exit(int flush, unsigned int saved) {
+        if (flush) __asm__ __volatile__("msr fpcr, %0" : : "r"((unsigned long)saved));
+    }
+    #else
+    #define DWCY_CAN_FLUSH 0
+    static inline unsigned int dwcy_fpu_enter(int flush) { (void)flush; return 0; }
+    static inline void dwcy_fpu_exit(int flush, unsigned int saved) { (void)flush; (void)saved; }
+    #endif
     """
     bint DWCY_OPENMP
     int DWCY_OPENMP_VERSION
@@ -43,6 +70,9 @@ cdef extern from *:
     const char *DWCY_BUILD_FLAGS
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
+    bint DWCY_CAN_FLUSH
+    unsigned int dwcy_fpu_enter(int flush) noexcept nogil
+    void dwcy_fpu_exit(int flush, unsigned int saved) noexcept nogil
 
 cdef extern from "microkernels.h":
     const char *DWCY_SIMD_LEVEL
@@ -57,6 +87,7 @@ def build_info():
         "openmp": bool(DWCY_OPENMP),
         "openmp_version": DWCY_OPENMP_VERSION,
         "openmp_runtime": DWCY_OPENMP_RUNTIME.decode() if DWCY_OPENMP else None,
+        "flush_denormals": bool(DWCY_CAN_FLUSH),
     }
 
 

@@ -383,20 +383,23 @@ cdef void _dw_pack_weights(const floating *weight, const floating *bias, const D
 
 
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
-                 const DwGeometry *g, int num_threads) noexcept nogil:
+                 const DwGeometry *g, int num_threads, bint flush=False) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then)."""
     cdef floating *packed = <floating *>malloc(_dw_packed_size(g, _lanes(x)) * sizeof(floating))
     if packed == NULL:
         return -1
     _dw_pack_weights(weight, bias, g, packed)
-    cdef int rc = _dw_run_packed(x, packed, y, g, num_threads)
+    cdef int rc = _dw_run_packed(x, packed, y, g, num_threads, flush)
     free(packed)
     return rc
 
 
 cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, const DwGeometry *g,
-                        int num_threads) noexcept nogil:
-    """The depthwise convolution with weights packed by _dw_pack_weights. 0, or -1 out of memory."""
+                        int num_threads, bint flush=False) noexcept nogil:
+    """The depthwise convolution with weights packed by _dw_pack_weights. 0, or -1 out of memory.
+
+    ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
+    """
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t items = g.n * g.oh
     cdef int threads = _threads_for(num_threads, items, <double>items * row_size * g.kh * g.kw)
@@ -404,17 +407,23 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     cdef const floating *bpack = _dw_packed_bias(packed, g)
     cdef bint finite = _dw_weights_finite(packed, g)
     cdef Py_ssize_t item
+    cdef unsigned int fpu = 0
     cdef floating *expand_bufs = NULL
     if expand_size:
         expand_bufs = <floating *>malloc(threads * expand_size * sizeof(floating))
         if expand_bufs == NULL:
             return -1
     if threads == 1:  # in the caller's thread, no OpenMP region
+        fpu = dwcy_fpu_enter(flush)
         for item in range(items):
             _dw_output_row(x, g, item, packed, bpack, y + item * row_size, expand_bufs, finite)
+        dwcy_fpu_exit(flush, fpu)
     else:
-        for item in prange(items, num_threads=threads, schedule="static"):
-            _dw_output_row(x, g, item, packed, bpack, y + item * row_size,
-                           expand_bufs + omp_get_thread_num() * expand_size, finite)
+        with parallel(num_threads=threads):
+            fpu = dwcy_fpu_enter(flush)
+            for item in prange(items, schedule="static"):
+                _dw_output_row(x, g, item, packed, bpack, y + item * row_size,
+                               expand_bufs + omp_get_thread_num() * expand_size, finite)
+            dwcy_fpu_exit(flush, fpu)
     free(expand_bufs)
     return 0

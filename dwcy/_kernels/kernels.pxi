@@ -4,7 +4,7 @@
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 cnp.import_array()
 
@@ -28,7 +28,7 @@ cdef DwGeometry _geometry(object geometry, int activation) except *:
 
 
 def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, object geometry,
-              int activation, int num_threads):
+              int activation, int num_threads, bint flush=False):
     """Depthwise convolution into ``out`` (N, OH, OW, C*M); geometry is a dwcy._args.DepthwiseGeometry."""
     cdef DwGeometry g = _geometry(geometry, activation)
     cdef void *xp = _data(x)
@@ -38,15 +38,16 @@ def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, o
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
-            rc = _dw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, &g, num_threads)
+            rc = _dw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, &g, num_threads, flush)
     else:
         with nogil:
-            rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads)
+            rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
 
 
-def pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads):
+def pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads,
+              bint flush=False):
     """Pointwise convolution of x (N, H, W, Cin) with weight (Cin, Cout) into out (N, H, W, Cout)."""
     cdef Py_ssize_t k = weight.shape[0], n = weight.shape[1]
     cdef Py_ssize_t pixels = x.shape[0] * x.shape[1] * x.shape[2]
@@ -58,17 +59,18 @@ def pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, i
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
             rc = _pw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, pixels, k, n,
-                         activation, num_threads)
+                         activation, num_threads, flush)
     else:
         with nogil:
             rc = _pw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, pixels, k, n,
-                         activation, num_threads)
+                         activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
 
 
 def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight, object pw_bias,
-              cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads):
+              cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads,
+              bint flush=False):
     """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout)."""
     cdef DwGeometry g = _geometry(geometry, dw_activation)
     cdef Py_ssize_t cout = pw_weight.shape[1]
@@ -82,10 +84,10 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
             rc = _sep_run(<const float *>xp, <const float *>dwp, <const float *>dbp, <const float *>pwp,
-                          <const float *>pbp, <float *>yp, &g, cout, activation, num_threads)
+                          <const float *>pbp, <float *>yp, &g, cout, activation, num_threads, flush)
     else:
         with nogil:
             rc = _sep_run(<const double *>xp, <const double *>dwp, <const double *>dbp, <const double *>pwp,
-                          <const double *>pbp, <double *>yp, &g, cout, activation, num_threads)
+                          <const double *>pbp, <double *>yp, &g, cout, activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights and per-thread buffers")

@@ -176,21 +176,22 @@ cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_
 
 
 cdef int _pw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
-                 Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int activation, int num_threads) noexcept nogil:
+                 Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int activation, int num_threads,
+                 bint flush=False) noexcept nogil:
     """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory."""
     cdef GemmWeights gw
     cdef floating *packed = <floating *>malloc(_gemm_packed_size(k, n, _lanes(x)) * sizeof(floating))
     if packed == NULL:
         return -1
     _gemm_pack(weight, bias, k, n, packed, &gw)
-    _pw_run_packed(&gw, x, y, pixels, activation, num_threads)
+    _pw_run_packed(&gw, x, y, pixels, activation, num_threads, flush)
     free(packed)
     return 0
 
 
 cdef void _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
-                         int activation, int num_threads) noexcept nogil:
-    """y (pixels, n) = activation(x (pixels, k) @ W + bias), W and bias packed in gw."""
+                         int activation, int num_threads, bint flush=False) noexcept nogil:
+    """y (pixels, n) = activation(x (pixels, k) @ W + bias), W and bias packed in gw; ``flush``: FTZ/DAZ."""
     cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, gw.k, sizeof(floating))
     cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
     # Few row blocks (small images): also split the panels, so every thread gets work.
@@ -202,12 +203,18 @@ cdef void _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, 
     cdef Py_ssize_t items = blocks * chunks
     cdef int threads = _threads_for(num_threads, items, multiply_adds)
     cdef Py_ssize_t item
+    cdef unsigned int fpu = 0
     if threads == 1:
+        fpu = dwcy_fpu_enter(flush)
         for item in range(items):
             _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+        dwcy_fpu_exit(flush, fpu)
     else:
-        for item in prange(items, num_threads=threads, schedule="static"):
-            _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+        with parallel(num_threads=threads):
+            fpu = dwcy_fpu_enter(flush)
+            for item in prange(items, schedule="static"):
+                _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+            dwcy_fpu_exit(flush, fpu)
 
 
 cdef inline void _pw_item(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,

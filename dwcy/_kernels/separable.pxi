@@ -43,7 +43,7 @@ cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_p
 
 cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *dw_bias,
                   const floating *pw_weight, const floating *pw_bias, floating *y, const DwGeometry *g,
-                  Py_ssize_t cout, int activation, int num_threads) noexcept nogil:
+                  Py_ssize_t cout, int activation, int num_threads, bint flush=False) noexcept nogil:
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes)
@@ -54,14 +54,15 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     cdef GemmWeights gw
     _dw_pack_weights(dw_weight, dw_bias, g, packed)
     _gemm_pack(pw_weight, pw_bias, g.c * g.m, cout, packed + dw_size, &gw)
-    cdef int rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads)
+    cdef int rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads, flush)
     free(packed)
     return rc
 
 
 cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const GemmWeights *gw, floating *y,
-                         const DwGeometry *g, int activation, int num_threads) noexcept nogil:
-    """The separable block with packed weights (_dw_pack_weights, _gemm_pack). 0, or -1 out of memory."""
+                         const DwGeometry *g, int activation, int num_threads, bint flush=False) noexcept nogil:
+    """The separable block with packed weights (_dw_pack_weights, _gemm_pack). 0, or -1 out of memory.
+    ``flush``: FTZ/DAZ in every thread, for this call only."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
     cdef double multiply_adds = <double>intermediate * (g.kh * g.kw + gw.n)
@@ -70,7 +71,7 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     # Fusing saves writing and reading the intermediate tensor, and costs each band a pass over the
     # pointwise weights: worth it for a large intermediate and bands larger than half the weights.
     if intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES or 2 * band_rows * g.ow * k < k * gw.n:
-        return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate)
+        return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate, flush)
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
     threads = _threads_for(num_threads, items, multiply_adds)
@@ -83,27 +84,34 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     cdef floating *mine
     cdef bint finite = _dw_weights_finite(dw_packed, g)
     cdef Py_ssize_t item
+    cdef unsigned int fpu = 0
     if threads == 1:  # in the caller's thread, no OpenMP region
+        fpu = dwcy_fpu_enter(flush)
         for item in range(items):
             _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, buffers, buffers + band_size,
                       finite)
+        dwcy_fpu_exit(flush, fpu)
     else:
-        for item in prange(items, num_threads=threads, schedule="static"):
-            mine = buffers + omp_get_thread_num() * per_thread
-            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size, finite)
+        with parallel(num_threads=threads):
+            fpu = dwcy_fpu_enter(flush)
+            for item in prange(items, schedule="static"):
+                mine = buffers + omp_get_thread_num() * per_thread
+                _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size,
+                          finite)
+            dwcy_fpu_exit(flush, fpu)
     free(buffers)
     return 0
 
 
 cdef int _sep_run_unfused(const floating *x, const floating *dw_packed, const GemmWeights *gw, floating *y,
-                          const DwGeometry *g, int activation, int num_threads,
-                          Py_ssize_t intermediate) noexcept nogil:
+                          const DwGeometry *g, int activation, int num_threads, Py_ssize_t intermediate,
+                          bint flush) noexcept nogil:
     """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
     cdef floating *mid = <floating *>malloc(intermediate * sizeof(floating))
     if mid == NULL:
         return -1
-    cdef int rc = _dw_run_packed(x, dw_packed, mid, g, num_threads)
+    cdef int rc = _dw_run_packed(x, dw_packed, mid, g, num_threads, flush)
     if rc == 0:
-        _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads)
+        _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads, flush)
     free(mid)
     return rc
