@@ -17,13 +17,14 @@ from _helpers import DTYPES, depthwise_inputs, dtype_id
 
 THREAD_COUNTS = [2, 3, 7, None]
 
-# Many output rows (the work items threads split), in counts no thread count divides evenly, and over a million
-# multiply-adds each: enough work that a kernel which gives small calls fewer threads still uses 7.
+# Many output rows (the work items threads split), in counts no thread count divides evenly, and about two million
+# multiply-adds each: enough work that a kernel which gives small calls fewer threads (one per 262144
+# multiply-adds, DWCY_MIN_WORK_PER_THREAD) still uses 7.
 CASES = {
-    "3x3_same": dict(shape=(3, 29, 37, 35), kernel=3, multiplier=1, kwargs=dict(padding="same")),
-    "5x5_stride2_multiplier2": dict(shape=(4, 33, 41, 9), kernel=5, multiplier=2,
+    "3x3_same": dict(shape=(6, 29, 37, 35), kernel=3, multiplier=1, kwargs=dict(padding="same")),
+    "5x5_stride2_multiplier2": dict(shape=(12, 33, 41, 9), kernel=5, multiplier=2,
                                     kwargs=dict(padding="same", stride=2, activation="hardswish")),
-    "3x3_dilated_multiplier3": dict(shape=(1, 57, 22, 33), kernel=3, multiplier=3,
+    "3x3_dilated_multiplier3": dict(shape=(2, 57, 22, 33), kernel=3, multiplier=3,
                                     kwargs=dict(padding=((2, 0), (1, 3)), dilation=(2, 1), activation="relu")),
 }
 

@@ -1,7 +1,7 @@
 """Threads, for pointwise_conv2d and separable_conv2d: results bitwise identical at any thread count and under
 threadpoolctl limits, huge num_threads capped, and many Python threads calling at once.
 
-dwcy gives a call about one thread per 65536 multiply-adds, so every case here has millions of them:
+dwcy gives a call about one thread per 262144 multiply-adds, so every case here has millions of them:
 fewer would run on one thread whatever num_threads says, and prove nothing.
 """
 

@@ -41,7 +41,7 @@
 #define DWCY_GEMM_KC 320
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
-#define DWCY_MIN_WORK_PER_THREAD 65536
+#define DWCY_MIN_WORK_PER_THREAD 262144
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
