@@ -10,7 +10,7 @@
 import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import reference
+from . import models, reference
 from ._api import depthwise_conv2d, pointwise_conv2d, separable_conv2d
 from ._args import ACTIVATIONS
 from ._config import config, show_config
@@ -27,6 +27,6 @@ def get_include():
 
 
 __all__ = [
-    "depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "reference",
+    "depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "reference", "models",
     "show_config", "config", "get_include", "ACTIVATIONS", "__version__",
 ]

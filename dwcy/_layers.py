@@ -14,6 +14,7 @@ the shape rules of their stage.
 ('112x112x96 s2 to 24', '56x56x96 to 24', (8, 56, 56, 24))
 """
 
+import functools
 import math
 from collections import namedtuple
 
@@ -22,7 +23,8 @@ import numpy as np
 from . import _api, reference
 
 __all__ = ["DepthwiseLayer", "PointwiseLayer", "SeparableLayer", "MOBILENET_V2_DEPTHWISE", "MOBILENET_V2_POINTWISE",
-           "MOBILENET_V2_SEPARABLE", "BENCHMARK_LAYERS", "flops", "unfused_separable_conv2d"]
+           "MOBILENET_V2_SEPARABLE", "BENCHMARK_LAYERS", "flops", "unfused_separable_conv2d", "NetworkLayer",
+           "MOBILENET_V2_NETWORK"]
 
 # Allowed distance from the float64 reference, in units of the dtype's eps per term of the sum behind each
 # output element. Rounding grows at worst linearly with the number of terms (a 3x3 float32 depthwise result is
@@ -276,3 +278,79 @@ BENCHMARK_LAYERS = {
     "pointwise": tuple(layer._replace(activation="relu6") for layer in MOBILENET_V2_POINTWISE),
     "separable": MOBILENET_V2_SEPARABLE + (SeparableLayer(112, 96, 1, 24),),
 }
+
+
+# --- the whole network -------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _mobilenet_v2(seed, dtype_name):
+    from . import models  # NumPy only, but not needed by the layer lists above
+
+    return models.MobileNetV2.random(seed, np.dtype(dtype_name))
+
+
+class NetworkLayer(_Layer, namedtuple("NetworkLayer", "size seed", defaults=(224, 0))):
+    """The whole MobileNetV2 (:class:`dwcy.models.MobileNetV2`, random weights from ``seed``) on ``size`` x
+    ``size`` images, with the interface of the layers above: what ``python -m dwcy`` and
+    ``benchmarks/test_bench_mobilenetv2.py`` time as one more "layer".
+
+    ``run`` is the dwcy model and ``run_reference`` the same network built from ``dwcy.reference``; both are
+    called as ``run(x, num_threads=...)`` (the reference ignores the threads, as the reference functions do).
+    """
+
+    __slots__ = ()
+    kind = "network"
+    keywords = {}
+
+    def model(self, dtype=np.float32):
+        """The network's :class:`dwcy.models.MobileNetV2` in ``dtype`` (built once per dtype)."""
+        return _mobilenet_v2(self.seed, np.dtype(dtype).name)
+
+    def run(self, x, num_threads=None):
+        return self.model(x.dtype)(x, num_threads=num_threads)
+
+    def run_reference(self, x, num_threads=None):
+        return self.model(x.dtype).forward_reference(x)
+
+    reference_function = run_reference
+
+    @property
+    def name(self):
+        return f"MobileNetV2 {self.size}x{self.size}"
+
+    @property
+    def output_channels(self):
+        return self.model().num_classes
+
+    @property
+    def weight_shape(self):
+        # Every parameter as one "weight": min_bytes is then the images, the weights and the logits, read or written
+        # once (the activations in between may stay in cache).
+        return (sum(a.size for a in self.model().arrays().values()),)
+
+    def input_shape(self, batch):
+        return (batch, self.size, self.size, 3)
+
+    def output_shape(self, batch):
+        return (batch, self.output_channels)
+
+    def flops(self, batch):
+        return batch * self.model().flops(self.size, self.size)
+
+    def tolerance(self, dtype):
+        # ~53 layers deep: the float32 logits (O(1)) are observed ~5e-6 off the float64 ones; a wrong layer, stride,
+        # padding or skip is off by O(1).
+        rtol = 2000 * float(np.finfo(dtype).eps)
+        return {"rtol": rtol, "atol": rtol}
+
+    def make_inputs(self, batch, dtype=np.float32, seed=0):
+        """``(x,)``: standard normal images (batch, size, size, 3)."""
+        return (_random(np.random.default_rng(seed), self.input_shape(batch), 1.0, dtype),)
+
+    def expected(self, inputs):
+        """The float64 reference logits, with the weights of the model of x's dtype (rounded to it)."""
+        (x,) = inputs
+        return self.model(x.dtype).astype(np.float64).forward_reference(x.astype(np.float64))
+
+
+#: The whole MobileNetV2 at 224x224 (random weights, seed 0), timed as one more "layer".
+MOBILENET_V2_NETWORK = NetworkLayer()
