@@ -20,7 +20,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _api, reference
+from . import _api, _args, reference
 
 __all__ = ["DepthwiseLayer", "PointwiseLayer", "SeparableLayer", "MOBILENET_V2_DEPTHWISE", "MOBILENET_V2_POINTWISE",
            "MOBILENET_V2_SEPARABLE", "BENCHMARK_LAYERS", "flops", "unfused_separable_conv2d", "NetworkLayer",
@@ -135,8 +135,8 @@ class DepthwiseLayer(_Layer, namedtuple("DepthwiseLayer", "size channels stride 
         return (batch, self.size, self.size, self.channels)
 
     def output_shape(self, batch):
-        out = -(-self.size // self.stride)  # 'same' padding: ceil(size / stride)
-        return (batch, out, out, self.channels)
+        geometry = _args.depthwise_geometry(self.input_shape(batch), self.weight_shape, self.stride, "same", 1)
+        return geometry.out_shape
 
 
 class PointwiseLayer(_Layer, namedtuple("PointwiseLayer", "size cin cout activation", defaults=(None,))):

@@ -193,8 +193,8 @@ def _im2col(x, kernel, stride, padding):
         padded[:, padding:padding + h, padding:padding + w] = x
     else:
         padded = np.ascontiguousarray(x)
-    out_h = (padded.shape[1] - kernel) // stride + 1
-    out_w = (padded.shape[2] - kernel) // stride + 1
+    out_h = _args.output_size(h, kernel, stride, 1, padding, padding)
+    out_w = _args.output_size(w, kernel, stride, 1, padding, padding)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"x: images of {h}x{w} are too small for a {kernel}x{kernel} convolution")
     row = np.dtype((np.void, kernel * c * padded.itemsize))  # one kernel row of one patch

@@ -321,3 +321,15 @@ def separable_by_composition(x, depthwise_weight, pointwise_weight, depthwise_bi
                                    dilation=dilation, activation=depthwise_activation, num_threads=num_threads)
     return dwcy.pointwise_conv2d(middle, pointwise_weight, pointwise_bias, activation=activation,
                                  num_threads=num_threads)
+
+
+def _under_sanitizer():
+    """Is AddressSanitizer's runtime loaded (a DWCY_SANITIZE build run with LD_PRELOAD, as in .ci/run)?"""
+    try:
+        with open("/proc/self/maps") as maps:
+            return "libasan" in maps.read()
+    except OSError:
+        return False
+
+
+UNDER_SANITIZER = _under_sanitizer()

@@ -14,17 +14,7 @@ import pytest
 
 import dwcy
 import fuzz
-
-
-def _under_sanitizer():
-    try:
-        with open("/proc/self/maps") as maps:
-            return "libasan" in maps.read()
-    except OSError:
-        return False
-
-
-UNDER_SANITIZER = _under_sanitizer()
+from _helpers import UNDER_SANITIZER
 
 
 def test_fuzz_public_api():

@@ -27,23 +27,15 @@ import dwcy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _helpers import assert_within_rounding  # noqa: E402
+from _helpers import UNDER_SANITIZER, assert_within_rounding  # noqa: E402
 
 HUGE_ENABLED = os.environ.get("DWCY_HUGE_TESTS") == "1"
-
-
-def _under_sanitizer():
-    try:
-        with open("/proc/self/maps") as maps:
-            return "libasan" in maps.read()
-    except OSError:
-        return False
 
 
 # AddressSanitizer aborts the process on a request for more memory than it supports (allocation-size-too-big)
 # instead of returning NULL (NumPy's MemoryError), unless ASAN_OPTIONS has allocator_may_return_null=1.
 needs_memory_error = pytest.mark.skipif(
-    _under_sanitizer() and "allocator_may_return_null=1" not in os.environ.get("ASAN_OPTIONS", ""),
+    UNDER_SANITIZER and "allocator_may_return_null=1" not in os.environ.get("ASAN_OPTIONS", ""),
     reason="asks NumPy for exabytes: AddressSanitizer aborts instead of a MemoryError")
 
 

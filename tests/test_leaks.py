@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import dwcy
-from _helpers import LAYOUTS
+from _helpers import LAYOUTS, UNDER_SANITIZER
 
 CALLS = int(os.environ.get("DWCY_LEAK_CALLS", 5000))
 WARMUP_ROUNDS = 3  # times through every recipe before the first measurement
@@ -37,17 +37,6 @@ WARMUP_ROUNDS = 3  # times through every recipe before the first measurement
 TRACEMALLOC_SLACK = 64 << 10
 HEAP_SLACK = 256 << 10
 RSS_SLACK = 4 << 20
-
-
-def _under_sanitizer():
-    try:
-        with open("/proc/self/maps") as maps:
-            return "libasan" in maps.read()
-    except OSError:
-        return False
-
-
-UNDER_SANITIZER = _under_sanitizer()
 
 
 # ------------------------------------------------------------------------------------------------ figures
