@@ -46,7 +46,7 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     """
     threads = _threads(num_threads)
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
-    y = np.empty(a.geometry.out_shape, a.x.dtype) if a.out is None else a.out
+    y = _kernels.aligned_empty(a.geometry.out_shape, a.x.dtype) if a.out is None else a.out
     _kernels.depthwise(a.x, a.weight, a.bias, y, a.geometry, a.activation, threads, flush_denormals)
     return y
 
@@ -77,7 +77,7 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_thr
     """
     threads = _threads(num_threads)
     a = _args.pointwise(x, weight, bias, activation, out)
-    y = np.empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
+    y = _kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
     _kernels.pointwise(a.x, a.weight, a.bias, y, a.activation, threads, flush_denormals)
     return y
 
@@ -115,7 +115,7 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None,
     a = _args.separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding,
                         dilation, depthwise_activation, activation, out, num_threads)
     dw = a.depthwise
-    y = np.empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
+    y = _kernels.aligned_empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
     _kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
                        dw.activation, a.activation, threads, flush_denormals)
     return y

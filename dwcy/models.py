@@ -62,6 +62,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _api, _args, reference
+from .kernels import aligned_empty
 
 __all__ = ["MobileNetV2", "Layer", "Stage", "convert_torch_state_dict", "STRIDES"]
 
@@ -200,7 +201,7 @@ def _im2col(x, kernel, stride, padding):
     row = np.dtype((np.void, kernel * c * padded.itemsize))  # one kernel row of one patch
     sn, sh, sw, _ = padded.strides
     rows = np.ndarray((n, out_h, out_w, kernel), row, buffer=padded, strides=(sn, stride * sh, stride * sw, sh))
-    patches = np.empty((n, out_h, out_w, kernel * kernel * c), x.dtype)
+    patches = aligned_empty((n, out_h, out_w, kernel * kernel * c), x.dtype)
     np.copyto(patches.view(row), rows)
     return patches
 
@@ -432,7 +433,7 @@ class MobileNetV2:
             return None
         flat = getattr(self._local, "scratch", None)
         if flat is None or flat.size < size or flat.dtype != dtype:
-            flat = self._local.scratch = np.empty(size, dtype)
+            flat = self._local.scratch = aligned_empty((size,), dtype)
         return flat[:size].reshape(shape)
 
     def __getstate__(self):  # picklable (for multiprocessing): the per-thread work array is not part of the model

@@ -61,7 +61,7 @@ cdef Plan *_plan_new(const DwGeometry *g, Py_ssize_t cin, Py_ssize_t cout, int i
     cdef Py_ssize_t header = (sizeof(Plan) + 63) // 64 * 64
     cdef Py_ssize_t dw_elements = _dw_packed_size(g, lanes) if g != NULL else 0
     cdef Py_ssize_t pw_elements = _gemm_packed_size(cin, cout, lanes) if cout > 0 else 0
-    cdef Plan *plan = <Plan *>malloc(header + (dw_elements + pw_elements) * itemsize)
+    cdef Plan *plan = <Plan *>dwcy_malloc64(header + (dw_elements + pw_elements) * itemsize)
     if plan == NULL:
         return NULL
     memset(plan, 0, sizeof(Plan))
@@ -158,5 +158,5 @@ cdef int separable_run_f64(const Plan *plan, const double *x, double *y, const D
 
 
 cdef void plan_free(Plan *plan) noexcept nogil:
-    free(plan)
+    dwcy_free64(plan)
 

@@ -4,7 +4,6 @@
 
 import os
 
-from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 cdef extern from *:
@@ -31,6 +30,19 @@ cdef extern from *:
     #else
     #define DWCY_COMPILER "unknown"
     #define DWCY_OPENMP_RUNTIME "unknown"
+    #endif
+    /* Memory starting on a 64-byte boundary (a cache line, one vector): every buffer the kernels make. */
+    #include <stdlib.h>
+    #if defined(_MSC_VER)
+    #include <malloc.h>
+    static inline void *dwcy_malloc64(size_t size) { return _aligned_malloc(size ? size : 1, 64); }
+    static inline void dwcy_free64(void *p) { _aligned_free(p); }
+    #else
+    static inline void *dwcy_malloc64(size_t size) {
+        void *p = NULL;
+        return posix_memalign(&p, 64, size ? size : 1) == 0 ? p : NULL;
+    }
+    static inline void dwcy_free64(void *p) { free(p); }
     #endif
     #ifndef DWCY_BUILD_FLAGS
     #define DWCY_BUILD_FLAGS ""
@@ -68,6 +80,8 @@ cdef extern from *:
     const char *DWCY_COMPILER
     const char *DWCY_OPENMP_RUNTIME
     const char *DWCY_BUILD_FLAGS
+    void *dwcy_malloc64(size_t size) noexcept nogil
+    void dwcy_free64(void *p) noexcept nogil
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
     bint DWCY_CAN_FLUSH

@@ -361,8 +361,10 @@ cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil
 
 
 cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g) noexcept nogil:
-    """Elements of the per-thread buffer of M-times expanded input rows (0 without a multiplier)."""
-    return g.kh * g.w * g.c * g.m if g.m > 1 else 0
+    """Elements of the per-thread buffer of M-times expanded input rows (0 without a multiplier), rounded
+    up to whole 64-byte vectors so that each thread's buffer starts on a 64-byte boundary."""
+    cdef int lanes = DWCY_LANES_F32  # 16 elements: 64 bytes of floats, 128 of doubles
+    return (g.kh * g.w * g.c * g.m + lanes - 1) // lanes * lanes if g.m > 1 else 0
 
 
 cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes) noexcept nogil:
@@ -385,12 +387,12 @@ cdef void _dw_pack_weights(const floating *weight, const floating *bias, const D
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads, bint flush=False) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then)."""
-    cdef floating *packed = <floating *>malloc(_dw_packed_size(g, _lanes(x)) * sizeof(floating))
+    cdef floating *packed = <floating *>dwcy_malloc64(_dw_packed_size(g, _lanes(x)) * sizeof(floating))
     if packed == NULL:
         return -1
     _dw_pack_weights(weight, bias, g, packed)
     cdef int rc = _dw_run_packed(x, packed, y, g, num_threads, flush)
-    free(packed)
+    dwcy_free64(packed)
     return rc
 
 
@@ -410,7 +412,7 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     cdef unsigned int fpu = 0
     cdef floating *expand_bufs = NULL
     if expand_size:
-        expand_bufs = <floating *>malloc(threads * expand_size * sizeof(floating))
+        expand_bufs = <floating *>dwcy_malloc64(threads * expand_size * sizeof(floating))
         if expand_bufs == NULL:
             return -1
     if threads == 1:  # in the caller's thread, no OpenMP region
@@ -425,5 +427,5 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
                 _dw_output_row(x, g, item, packed, bpack, y + item * row_size,
                                expand_bufs + omp_get_thread_num() * expand_size, finite)
             dwcy_fpu_exit(flush, fpu)
-    free(expand_bufs)
+    dwcy_free64(expand_bufs)
     return 0

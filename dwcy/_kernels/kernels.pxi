@@ -2,7 +2,11 @@
 # this file compiled with its own flags. Callers (dwcy/_api.py) have validated and normalized every
 # argument with dwcy._args: arrays are C-contiguous, aligned, native-order and share one dtype.
 
+import numpy as np
+
 cimport numpy as cnp
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport uintptr_t
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
@@ -91,3 +95,34 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
                           <const double *>pbp, <double *>yp, &g, cout, activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights and per-thread buffers")
+
+
+cdef extern from "numpy/arrayobject.h":
+    # Steals a reference to descr.
+    object PyArray_NewFromDescr(type subtype, cnp.dtype descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, object obj)
+
+
+def aligned_empty(tuple shape, cnp.dtype dtype):
+    """np.empty(shape, dtype) whose data start on a 64-byte boundary (a cache line, an AVX-512 vector).
+
+    NumPy's own allocations start 16 bytes past one, which splits every vector load and store of the
+    kernels across two cache lines (10-30 % slower). The array is a view of a slightly larger buffer.
+    """
+    cdef int ndim = len(shape)
+    cdef cnp.npy_intp dims[8]
+    cdef Py_ssize_t i, size = dtype.itemsize
+    if ndim > 8:
+        raise ValueError("dwcy: at most 8 dimensions")
+    for i in range(ndim):
+        dims[i] = shape[i]
+        size *= dims[i]
+    cdef cnp.npy_intp buf_size = size + 64
+    cdef cnp.ndarray buf = cnp.PyArray_EMPTY(1, &buf_size, cnp.NPY_UINT8, 0)
+    cdef char *data = <char *>cnp.PyArray_DATA(buf)
+    Py_INCREF(dtype)  # PyArray_NewFromDescr steals a reference to the dtype
+    cdef cnp.ndarray array = PyArray_NewFromDescr(
+        np.ndarray, dtype, ndim, dims, NULL, data + (64 - <uintptr_t>data % 64) % 64,
+        cnp.NPY_ARRAY_CARRAY, None)
+    cnp.set_array_base(array, buf)
+    return array

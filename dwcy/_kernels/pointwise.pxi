@@ -180,12 +180,12 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
                  bint flush=False) noexcept nogil:
     """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory."""
     cdef GemmWeights gw
-    cdef floating *packed = <floating *>malloc(_gemm_packed_size(k, n, _lanes(x)) * sizeof(floating))
+    cdef floating *packed = <floating *>dwcy_malloc64(_gemm_packed_size(k, n, _lanes(x)) * sizeof(floating))
     if packed == NULL:
         return -1
     _gemm_pack(weight, bias, k, n, packed, &gw)
     _pw_run_packed(&gw, x, y, pixels, activation, num_threads, flush)
-    free(packed)
+    dwcy_free64(packed)
     return 0
 
 

@@ -47,7 +47,7 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes)
-    cdef floating *packed = <floating *>malloc((dw_size + _gemm_packed_size(g.c * g.m, cout, lanes))
+    cdef floating *packed = <floating *>dwcy_malloc64((dw_size + _gemm_packed_size(g.c * g.m, cout, lanes))
                                                * sizeof(floating))
     if packed == NULL:
         return -1
@@ -55,7 +55,7 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     _dw_pack_weights(dw_weight, dw_bias, g, packed)
     _gemm_pack(pw_weight, pw_bias, g.c * g.m, cout, packed + dw_size, &gw)
     cdef int rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads, flush)
-    free(packed)
+    dwcy_free64(packed)
     return rc
 
 
@@ -75,10 +75,11 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
     threads = _threads_for(num_threads, items, multiply_adds)
-    # Per thread: the band, then the depthwise expansion buffer (multiplier > 1).
-    cdef Py_ssize_t band_size = band_rows * g.ow * k
+    # Per thread: the band, then the depthwise expansion buffer (multiplier > 1), each 64-byte aligned.
+    cdef int lanes = _lanes(x)
+    cdef Py_ssize_t band_size = (band_rows * g.ow * k + lanes - 1) // lanes * lanes
     cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g)
-    cdef floating *buffers = <floating *>malloc(threads * per_thread * sizeof(floating))
+    cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
     if buffers == NULL:
         return -1
     cdef floating *mine
@@ -99,7 +100,7 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
                 _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size,
                           finite)
             dwcy_fpu_exit(flush, fpu)
-    free(buffers)
+    dwcy_free64(buffers)
     return 0
 
 
@@ -107,11 +108,11 @@ cdef int _sep_run_unfused(const floating *x, const floating *dw_packed, const Ge
                           const DwGeometry *g, int activation, int num_threads, Py_ssize_t intermediate,
                           bint flush) noexcept nogil:
     """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
-    cdef floating *mid = <floating *>malloc(intermediate * sizeof(floating))
+    cdef floating *mid = <floating *>dwcy_malloc64(intermediate * sizeof(floating))
     if mid == NULL:
         return -1
     cdef int rc = _dw_run_packed(x, dw_packed, mid, g, num_threads, flush)
     if rc == 0:
         _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads, flush)
-    free(mid)
+    dwcy_free64(mid)
     return rc
