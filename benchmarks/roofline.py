@@ -32,7 +32,11 @@ The roofline of a depthwise layer (batch 1): ``time_roofline = max(FLOPs / FMA p
 ``FLOPs`` = 2 x KH x KW per output element (``layer.flops``: bias and activation not counted), ``bytes`` = input +
 output + weights + bias (``layer.min_bytes``: each read or written once) and ``bandwidth`` = the copy bandwidth of
 the smallest cache level whose capacity holds those bytes (the level the layer lives in when it is called again
-and again: its input and weights stay there, and its output reuses the same memory); DRAM beyond the L3.
+and again: its input and weights stay there, and its output reuses the same memory; DRAM beyond the L3), or, where
+higher, the copy bandwidth measured at the layer's own working set (a working set just over a level's capacity
+still gets much of that level's bandwidth). Right before each layer is timed, the FMA peak and that bandwidth are
+measured again (``refine``): the peak used is the best seen so far, so a slow spell of a shared machine while the
+limits were measured does not flatter the fractions.
 ``fraction = time_roofline / dwcy's median time``: 1.0 would be the limit itself. Bias, activation, the output's
 allocation and the Python call are dwcy's costs and count against it. Issue 6 asks for at least 0.7.
 """
@@ -143,11 +147,14 @@ class Limits(NamedTuple):
         """The level a working set of ``nbytes`` lives in: the smallest that holds it."""
         return next(level for level in self.levels if nbytes <= level.capacity)
 
-    def roofline(self, flops, nbytes):
-        """``(seconds, what binds, level)``: the roofline time of a call with this work."""
+    def roofline(self, flops, nbytes, bandwidth=0.0):
+        """``(seconds, what binds, level, bandwidth used)``: the roofline time of a call with this work. The memory
+        side uses the copy bandwidth of the level that holds ``nbytes``, or ``bandwidth`` (one measured at this
+        very working set, see :func:`refine`) where that is higher: the stricter roofline."""
         level = self.level_for(nbytes)
-        compute, memory = flops / self.fma_peak, nbytes / level.copy_bandwidth
-        return max(compute, memory), ("FMA" if compute >= memory else level.name), level
+        bandwidth = max(level.copy_bandwidth, bandwidth)
+        compute, memory = flops / self.fma_peak, nbytes / bandwidth
+        return max(compute, memory), ("FMA" if compute >= memory else level.name), level, bandwidth
 
     def table(self):
         lines = [f"FP32 FMA peak, 1 core: {self.fma_peak / 1e9:.1f} GFLOP/s ({self.lanes} floats per vector)",
@@ -243,12 +250,38 @@ def _best_rate(run, work, seconds, repeats):
     return best
 
 
+def measure_fma_peak(seconds=0.05, repeats=7):
+    """FP32 FLOP/s of one core: the best of ``repeats`` runs of the FMA loop of about ``seconds`` each."""
+    lib = load_probe()
+    return _best_rate(lambda iterations: lib.fma_loop(iterations, 0.5), 2 * lib.lanes() * FMA_CHAINS, seconds,
+                      repeats)
+
+
+def measure_bandwidth(working_set, seconds=0.05, repeats=7):
+    """``(copy, read)`` bytes/s of one core on two float32 arrays of ``working_set`` bytes together."""
+    lib = load_probe()
+    n = max(working_set // 8 // 64 * 64, 64)  # floats per array, a multiple of 4 vectors of 16
+    src, dst = _aligned(n), _aligned(n)
+    copy = _best_rate(lambda passes: lib.copy_loop(dst.ctypes.data, src.ctypes.data, n, passes), 8 * n, seconds,
+                      repeats)
+    read = _best_rate(lambda passes: lib.read_loop(src.ctypes.data, n, passes), 4 * n, seconds, repeats)
+    return copy, read
+
+
+def refine(limits, working_set, seconds=0.02, repeats=5):
+    """Measure again just before a layer is timed, on a machine whose speed drifts: returns ``(limits with
+    fma_peak = the best of the old and a new measurement, copy bandwidth measured at the layer's own working set)``.
+    The working set may straddle two levels (2.2 MB beside a 2 MiB L2): that bandwidth is what such a copy gets."""
+    peak = measure_fma_peak(seconds, repeats)
+    copy, _ = measure_bandwidth(working_set, seconds, repeats)
+    return limits._replace(fma_peak=max(limits.fma_peak, peak)), copy
+
+
 def measure_limits(seconds=0.05, repeats=7, max_working_set=None):
     """Measure :class:`Limits` (see the module's docstring). ``max_working_set`` (bytes) caps every level's arrays:
     only for a smoke test (e.g. ``pytest --benchmark-disable``), whose numbers then mean nothing."""
-    lib = load_probe()
-    lanes = lib.lanes()
-    fma_peak = _best_rate(lambda iterations: lib.fma_loop(iterations, 0.5), 2 * lanes * FMA_CHAINS, seconds, repeats)
+    lanes = load_probe().lanes()
+    fma_peak = measure_fma_peak(seconds, repeats)
     caches = cache_sizes()
     plan = [("L1", caches[1], caches[1] // 2), ("L2", caches[2], caches[2] // 2),
             ("L3", caches[3], min(4 * caches[2], caches[3] // 2)),
@@ -257,13 +290,8 @@ def measure_limits(seconds=0.05, repeats=7, max_working_set=None):
     for name, capacity, working_set in plan:
         if max_working_set:
             working_set = min(working_set, max_working_set)
-        n = max(working_set // 8 // 64 * 64, 64)  # floats per array, a multiple of 4 vectors of 16
-        src, dst = _aligned(n), _aligned(n)
-        copy = _best_rate(lambda passes: lib.copy_loop(dst.ctypes.data, src.ctypes.data, n, passes),
-                          8 * n, seconds, repeats)
-        read = _best_rate(lambda passes: lib.read_loop(src.ctypes.data, n, passes), 4 * n, seconds, repeats)
-        levels.append(Level(name, capacity, 8 * n, copy, read))
-        del src, dst
+        copy, read = measure_bandwidth(working_set, seconds, repeats)
+        levels.append(Level(name, capacity, max(working_set // 8 // 64 * 64, 64) * 8, copy, read))
     return Limits(fma_peak, lanes, tuple(levels))
 
 
@@ -273,6 +301,8 @@ class LayerRoofline(NamedTuple):
     bytes: int
     level: str  # where its working set lives
     bound: str  # "FMA" or the level whose bandwidth binds
+    fma_peak: float  # FLOP/s
+    bandwidth: float  # bytes/s: the memory limit used
     roofline_s: float
     dwcy_s: float
 
@@ -281,24 +311,28 @@ class LayerRoofline(NamedTuple):
         return self.roofline_s / self.dwcy_s
 
 
-def layer_roofline(limits, layer, batch, dwcy_seconds, dtype=np.float32):
+def layer_roofline(limits, layer, batch, dwcy_seconds, bandwidth=0.0, dtype=np.float32):
     """The :class:`LayerRoofline` of ``layer`` (a ``dwcy._layers`` layer) at ``batch``, dwcy taking
-    ``dwcy_seconds``."""
+    ``dwcy_seconds``; ``bandwidth``: as :meth:`Limits.roofline`'s."""
     flops, nbytes = layer.flops(batch), layer.min_bytes(batch, dtype)
-    seconds, bound, level = limits.roofline(flops, nbytes)
-    return LayerRoofline(layer.name, flops, nbytes, level.name, bound, seconds, dwcy_seconds)
+    seconds, bound, level, bandwidth = limits.roofline(flops, nbytes, bandwidth)
+    return LayerRoofline(layer.name, flops, nbytes, level.name, bound, limits.fma_peak, bandwidth, seconds,
+                         dwcy_seconds)
 
 
 def roofline_table(rows):
-    lines = ["| layer | MFLOP | KiB moved | lives in | bound | roofline us | dwcy us | fraction |",
-             "| ----- | ----- | --------- | -------- | ----- | ----------- | ------- | -------- |"]
+    lines = ["| layer | MFLOP | KiB moved | lives in | GFLOP/s peak | GB/s used | bound | roofline us | dwcy us | "
+             "fraction |",
+             "| ----- | ----- | --------- | -------- | ------------ | --------- | ----- | ----------- | ------- | "
+             "-------- |"]
     for row in rows:
-        lines.append(f"| {row.layer} | {row.flops / 1e6:.1f} | {row.bytes / 1024:.0f} | {row.level} | {row.bound} | "
+        lines.append(f"| {row.layer} | {row.flops / 1e6:.1f} | {row.bytes / 1024:.0f} | {row.level} | "
+                     f"{row.fma_peak / 1e9:.1f} | {row.bandwidth / 1e9:.1f} | {row.bound} | "
                      f"{row.roofline_s * 1e6:.1f} | {row.dwcy_s * 1e6:.1f} | {row.fraction:.2f} |")
     fractions = [row.fraction for row in rows]
     if len(fractions) > 1:
         geometric_mean = math.exp(statistics.fmean(math.log(f) for f in fractions))
-        lines.append(f"| geometric mean | | | | | | | {geometric_mean:.2f} |")
+        lines.append(f"| geometric mean | | | | | | | | | {geometric_mean:.2f} |")
     return "\n".join(lines)
 
 
@@ -330,9 +364,10 @@ def main(argv=None):
     rows = []
     for layer in BENCHMARK_LAYERS["depthwise"]:
         inputs = layer.make_inputs(args.batch, np.float32)
+        limits, bandwidth = refine(limits, layer.min_bytes(args.batch, np.float32))
         seconds = time_median(lambda: dwcy.depthwise_conv2d(*inputs, num_threads=1, **layer.keywords),
                               0.1 if args.quick else 0.5)
-        rows.append(layer_roofline(limits, layer, args.batch, seconds))
+        rows.append(layer_roofline(limits, layer, args.batch, seconds, bandwidth))
     print(f"\nMobileNetV2 depthwise layers (3x3 'same', bias, ReLU6), batch {args.batch}, 1 thread, float32; "
           f"dwcy {dwcy.__version__} ({dwcy.config().get('simd_level', '?')}):")
     print(roofline_table(rows))

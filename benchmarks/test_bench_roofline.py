@@ -8,7 +8,10 @@ in the same groups as ``test_bench_depthwise.py``, and gives each benchmark, in 
 
 - ``roofline_s``: ``max(FLOPs / FMA peak, bytes moved / bandwidth of the level that holds them)``, bytes moved =
   input + output + weights + bias; ``roofline_bound``: what binds ("FMA", "L2", ...); ``roofline_level``: where
-  the working set lives; ``fma_peak`` (FLOP/s) and ``level_bandwidth`` (bytes/s): the limits used;
+  the working set lives; ``fma_peak`` (FLOP/s) and ``bandwidth`` (bytes/s): the limits used. Right before each
+  layer, the FMA peak and the copy bandwidth at the layer's own working set are measured again
+  (``roofline.refine``): the peak is the best seen so far in the run, the bandwidth the level's or that one,
+  whichever is higher;
 - ``roofline_fraction``: ``roofline_s`` / dwcy's median time (1.0 = at the limit).
 
 At the end of the run the limits and a table of the fractions are printed. ``python benchmarks/roofline.py``
@@ -60,6 +63,7 @@ def report(request):
     except roofline.CompilerMissing as error:
         pytest.skip(f"the machine's limits cannot be measured: {error}")
     reporter = _Report(limits)
+    reporter.refine_timing = (0.001, 1) if smoke else (0.02, 5)  # roofline.refine's seconds and repeats
     request.config.pluginmanager.register(reporter, f"dwcy-roofline-{id(reporter)}")
     return reporter
 
@@ -69,12 +73,13 @@ def report(request):
 def test_depthwise_roofline(report, measure, benchmark, problem, threads, implementation):
     layer, batch = problem.layer, problem.batch
     flops, nbytes = layer.flops(batch), layer.min_bytes(batch, np.float32)
-    seconds, bound, level = report.limits.roofline(flops, nbytes)
+    report.limits, measured = roofline.refine(report.limits, nbytes, *report.refine_timing)
+    seconds, bound, level, bandwidth = report.limits.roofline(flops, nbytes, measured)
     benchmark.extra_info.update(roofline_s=seconds, roofline_bound=bound, roofline_level=level.name,
-                                fma_peak=report.limits.fma_peak, level_bandwidth=level.copy_bandwidth)
+                                fma_peak=report.limits.fma_peak, bandwidth=bandwidth)
     measure(implementation, problem, threads)
     assert seconds > 0 and math.isfinite(seconds)
     if benchmark.stats is not None:  # None with --benchmark-disable: one untimed call
-        row = roofline.layer_roofline(report.limits, layer, batch, benchmark.stats.stats.median)
+        row = roofline.layer_roofline(report.limits, layer, batch, benchmark.stats.stats.median, measured)
         benchmark.extra_info["roofline_fraction"] = row.fraction
         report.rows.append(row)
