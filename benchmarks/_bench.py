@@ -13,22 +13,31 @@ THREADS = tuple(sorted({1, os.cpu_count() or 1}))
 
 class Implementation(NamedTuple):
     name: str
-    function: Callable  # function(*layer.make_inputs(...), num_threads=t, **layer.keywords) -> output
+    function: Optional[Callable]  # function(*layer.make_inputs(...), num_threads=t, **layer.keywords) -> output
     rounds: Optional[int] = None  # see the ``measure`` fixture: None lets pytest-benchmark calibrate
+    # Or prepare(layer, inputs, threads) -> a call without arguments that returns the output: for a contender that
+    # builds something once, outside the timed call (a peer's model, its inputs in its own layout).
+    prepare: Optional[Callable] = None
+    # Why this implementation cannot run here (a peer that does not import): its benchmarks are then skipped with
+    # this reason, before the (module-scoped) problem is built.
+    skip: Optional[str] = None
 
 
-def parametrize(layers, implementations):
+def parametrize(layers, implementations, batches=BATCHES, threads=THREADS):
     """Decorate a benchmark ``test(measure, problem, threads, implementation)`` to run every implementation on
-    every layer (in network order, numbered from 1) at every batch size and thread count."""
+    every layer (in network order, numbered from 1) at every batch size and thread count (by default ``BATCHES``
+    and ``THREADS``)."""
     problems = [
         pytest.param((position, layer, batch), id=f"{layer.name.replace(' ', '-')}-b{batch}")
         for position, layer in enumerate(layers, start=1)
-        for batch in BATCHES
+        for batch in batches
     ]
+    contenders = [pytest.param(i, id=i.name, marks=[pytest.mark.skip(reason=i.skip)] if i.skip else [])
+                  for i in implementations]
 
     def decorate(test):  # as stacked decorators would: test ids read "<problem>-<threads>-<implementation>"
         test = pytest.mark.parametrize("problem", problems, indirect=True)(test)
-        test = pytest.mark.parametrize("threads", THREADS, ids=[f"t{t}" for t in THREADS])(test)
-        return pytest.mark.parametrize("implementation", [pytest.param(i, id=i.name) for i in implementations])(test)
+        test = pytest.mark.parametrize("threads", threads, ids=[f"t{t}" for t in threads])(test)
+        return pytest.mark.parametrize("implementation", contenders)(test)
 
     return decorate

@@ -56,7 +56,7 @@ def measure(benchmark):
     """``measure(implementation, problem, threads)``: time one call and check what it returned.
 
     ``implementation`` has a ``name``, a ``function`` called as ``function(*problem.inputs, num_threads=threads,
-    **layer.keywords)``, and ``rounds``: None to let pytest-benchmark calibrate (up to --benchmark-max-time), or
+    **layer.keywords)`` (or ``prepare``, which returns the call: see ``_bench.Implementation``), and ``rounds``: None to let pytest-benchmark calibrate (up to --benchmark-max-time), or
     exactly that many rounds after one warm-up, for a baseline: its ratio to dwcy needs a few samples, not the
     second of calibration (and many rounds of a slow call) that each calibrated benchmark costs.
     BLAS (the NumPy references' matmul) is limited to ``threads`` too, with threadpoolctl, entered once around
@@ -73,7 +73,11 @@ def measure(benchmark):
             # Divide by the median time for GFLOP/s and GB/s.
             flops=layer.flops(batch), min_bytes=layer.min_bytes(batch, DTYPE),
         )
-        call = functools.partial(implementation.function, *problem.inputs, num_threads=threads, **layer.keywords)
+        if implementation.prepare is not None:
+            call = implementation.prepare(layer, problem.inputs, threads)
+        else:
+            call = functools.partial(implementation.function, *problem.inputs, num_threads=threads,
+                                     **layer.keywords)
         with threadpool_limits(limits=threads, user_api="blas"):
             if implementation.rounds is None:
                 result = benchmark(call)
