@@ -23,6 +23,8 @@
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_DW_PIXELS
+    int DWCY_DW_L1_BYTES
+    int DWCY_DW_CHUNK_INPUT_BYTES
     int DWCY_LANES_F32
     int DWCY_LANES_F64
     void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
@@ -207,22 +209,23 @@ cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps
 
 
 cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const floating *wpack,
-                    const floating *bpack, floating *y, bint full_blocks, bint tail_channels) noexcept nogil:
-    """One output pixel, taps clipped to the image: its full channel blocks and/or its channel tail."""
+                    const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1,
+                    bint tail_channels) noexcept nogil:
+    """One output pixel, taps clipped to the image: its full channel blocks [b0, b1) and/or its tail."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m
     cdef Py_ssize_t taps = g.kh * g.kw
     cdef Py_ssize_t blocks = co // lanes
     cdef int tail = <int>(co - blocks * lanes)
-    cdef Py_ssize_t kw0, nkw, b = 0
+    cdef Py_ssize_t kw0, nkw, b = b0
     cdef Py_ssize_t iw0 = ow * g.sw - g.pl
     _tap_range(iw0, g.dw, g.kw, g.w, &kw0, &nkw)
     cdef const floating *x = <const floating *>r.x + ((iw0 + kw0 * g.dw) * r.ci if nkw > 0 else 0)
     cdef const floating *w = wpack + (r.kh0 * g.kw + kw0) * lanes
     cdef int vectors
     y += ow * co
-    while full_blocks and b < blocks:
-        vectors = 4 if b + 4 <= blocks else 1
+    while b < b1:
+        vectors = 4 if b + 4 <= b1 else 1
         _dw_tile(1, vectors, x + b * lanes, r.row_step, g.dw * r.ci, 0, w + b * taps * lanes, g.kw * lanes,
                  taps * lanes, <int>r.nkh, <int>nkw, bpack + b * lanes, y + b * lanes, 0, g.activation)
         b += vectors
@@ -237,16 +240,17 @@ cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const fl
 
 
 cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
-                  floating *y) noexcept nogil:
-    """One output row, all channels (see the top of this file for who computes what)."""
+                  floating *y, Py_ssize_t b0, Py_ssize_t b1, bint tail) noexcept nogil:
+    """One output row, full channel blocks [b0, b1) and, with ``tail``, the channel tail (see the top of
+    this file for who computes what)."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m
     cdef Py_ssize_t taps = g.kh * g.kw
-    cdef Py_ssize_t blocks = co // lanes
     cdef Py_ssize_t pixels = DWCY_DW_PIXELS
     cdef Py_ssize_t col_step = g.dw * r.ci, pix_step = g.sw * r.ci
     cdef Py_ssize_t first, count, ow_lo, ow_hi, bulk_end, ow, b, t
     cdef int vectors
+    tail = tail and co % lanes != 0
     # Interior columns: ow whose first column tap ow*sw - pl lies in [0, W - (KW-1)*dw).
     _tap_range(-g.pl, g.sw, g.ow, g.w - (g.kw - 1) * g.dw, &first, &count)
     ow_lo = min(first, g.ow)
@@ -257,32 +261,32 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     cdef BulkTile bulk = _bulk_tile(g)
     for t in range(count // pixels):  # pixel tiles outside, channel blocks inside: memory order
         ow = ow_lo + t * pixels
-        for b in range(blocks):
+        for b in range(b0, b1):
             _dw_bulk_tile(bulk, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
                           w + b * taps * lanes, g.kw * lanes, <int>r.nkh, <int>g.kw, bpack + b * lanes,
                           y + ow * co + b * lanes, co, g.activation)
     ow = bulk_end
     while ow + 4 <= ow_hi:
-        b = 0
-        while b < blocks:
-            vectors = 2 if b + 2 <= blocks else 1
+        b = b0
+        while b < b1:
+            vectors = 2 if b + 2 <= b1 else 1
             _dw_tile(4, vectors, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
                      w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, <int>g.kw,
                      bpack + b * lanes, y + ow * co + b * lanes, co, g.activation)
             b += vectors
-        if co > blocks * lanes:  # the channel tail of these 4 pixels
+        if tail:  # the channel tail of these 4 pixels
             for t in range(ow, ow + 4):
-                _dw_pixel(r, g, t, wpack, bpack, y, False, True)
+                _dw_pixel(r, g, t, wpack, bpack, y, 0, 0, True)
         ow += 4
     for ow in range(ow, ow_hi):
-        _dw_pixel(r, g, ow, wpack, bpack, y, True, True)
+        _dw_pixel(r, g, ow, wpack, bpack, y, b0, b1, tail)
     for ow in range(ow_lo):
-        _dw_pixel(r, g, ow, wpack, bpack, y, True, True)
+        _dw_pixel(r, g, ow, wpack, bpack, y, b0, b1, tail)
     for ow in range(ow_hi, g.ow):
-        _dw_pixel(r, g, ow, wpack, bpack, y, True, True)
-    if co > blocks * lanes:  # the channel tail of the bulk
+        _dw_pixel(r, g, ow, wpack, bpack, y, b0, b1, tail)
+    if tail:  # the channel tail of the bulk
         for ow in range(ow_lo, bulk_end):
-            _dw_pixel(r, g, ow, wpack, bpack, y, False, True)
+            _dw_pixel(r, g, ow, wpack, bpack, y, 0, 0, True)
 
 
 cdef void _expand_rows(const floating *x, const DwGeometry *g, Py_ssize_t ih0, Py_ssize_t nkh,
@@ -330,14 +334,12 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                     if v - v != 0:
                         yrow[ow * co + ch] = 0 * v  # NaN
 
-cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item, const floating *wpack,
-                         const floating *bpack, floating *yrow, floating *expand_buf,
-                         bint weights_finite) noexcept nogil:
-    """Output row ``item`` = n * out_h + oh (all channels) into yrow."""
+cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item, floating *expand_buf,
+                        DwRow *r) noexcept nogil:
+    """The input of output row ``item`` = n * out_h + oh (expanded into expand_buf with a multiplier)."""
     cdef Py_ssize_t n = item // g.oh
     cdef Py_ssize_t oh = item - n * g.oh
     cdef Py_ssize_t ih_start = oh * g.sh - g.pt
-    cdef DwRow r
     _tap_range(ih_start, g.dh, g.kh, g.h, &r.kh0, &r.nkh)
     cdef const floating *image = x + n * g.h * g.w * g.c
     cdef Py_ssize_t ih0 = ih_start + r.kh0 * g.dh
@@ -350,9 +352,43 @@ cdef void _dw_output_row(const floating *x, const DwGeometry *g, Py_ssize_t item
         r.x = expand_buf
         r.row_step = g.w * g.c * g.m
         r.ci = g.c * g.m
-    _dw_row(&r, g, wpack, bpack, yrow)
+
+
+cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
+    """Channel blocks a band of rows runs at a time. When an image's input fits in L2
+    (DWCY_DW_CHUNK_INPUT_BYTES): as many as keep the input rows that consecutive output rows share in L1
+    (DWCY_DW_L1_BYTES), so that each input line comes from L2 once per block, not once per output row.
+    Otherwise all of them: each row is then read in memory order, which streams from L3 or memory far
+    better than one chunk's slice of it. All of them with a multiplier too (rows are expanded per row)."""
+    cdef Py_ssize_t blocks = (g.c * g.m) // lanes
+    if g.m > 1 or g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES:
+        return max(1, blocks)
+    cdef Py_ssize_t span = ((g.kh - 1) * g.dh + 1) * g.w * lanes * itemsize  # bytes of one block
+    return max(1, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
+
+
+cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
+                   const floating *wpack, const floating *bpack, floating *y, floating *expand_buf,
+                   bint weights_finite) noexcept nogil:
+    """Output rows item0 .. item0+rows-1 (item = n * out_h + oh, all of one image) into y, all channels:
+    a chunk of channel blocks (_dw_chunk) over all the rows, then the next chunk."""
+    cdef int lanes = _lanes(x)
+    cdef Py_ssize_t row_size = g.ow * g.c * g.m
+    cdef Py_ssize_t blocks = (g.c * g.m) // lanes
+    cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
+    cdef Py_ssize_t chunks = max(1, (blocks + chunk - 1) // chunk)
+    cdef Py_ssize_t c, i, b0, b1
+    cdef DwRow r
+    for c in range(chunks):  # even chunks
+        b0 = c * blocks // chunks
+        b1 = (c + 1) * blocks // chunks
+        for i in range(rows):
+            _dw_row_input(x, g, item0 + i, expand_buf, &r)
+            _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1)
     if not weights_finite:
-        _dw_poison_padded_taps(&r, g, wpack, yrow)
+        for i in range(rows):
+            _dw_row_input(x, g, item0 + i, expand_buf, &r)
+            _dw_poison_padded_taps(&r, g, wpack, y + i * row_size)
 
 
 cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
@@ -384,6 +420,15 @@ cdef void _dw_pack_weights(const floating *weight, const floating *bias, const D
              <floating *>_dw_packed_bias(packed, g))
 
 
+cdef Py_ssize_t _dw_band_rows(const DwGeometry *g, int threads) noexcept nogil:
+    """Output rows per work item: a whole image, or with several threads and few images, even bands
+    giving every thread four or more."""
+    cdef Py_ssize_t bands = 1
+    if threads > 1 and g.n < 4 * threads:
+        bands = min(g.oh, (4 * threads + g.n - 1) // g.n)
+    return (g.oh + bands - 1) // bands
+
+
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads, bint flush=False) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then)."""
@@ -403,12 +448,15 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
     """
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
-    cdef Py_ssize_t items = g.n * g.oh
-    cdef int threads = _threads_for(num_threads, items, <double>items * row_size * g.kh * g.kw)
+    cdef int threads = _threads_for(num_threads, g.n * g.oh, <double>g.n * g.oh * row_size * g.kh * g.kw)
+    cdef Py_ssize_t band_rows = _dw_band_rows(g, threads)
+    cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows  # per image
+    cdef Py_ssize_t items = g.n * bands
+    threads = <int>min(threads, items)
     cdef Py_ssize_t expand_size = _dw_expand_size(g)
     cdef const floating *bpack = _dw_packed_bias(packed, g)
     cdef bint finite = _dw_weights_finite(packed, g)
-    cdef Py_ssize_t item
+    cdef Py_ssize_t item, n, oh0
     cdef unsigned int fpu = 0
     cdef floating *expand_bufs = NULL
     if expand_size:
@@ -418,14 +466,20 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     if threads == 1:  # in the caller's thread, no OpenMP region
         fpu = dwcy_fpu_enter(flush)
         for item in range(items):
-            _dw_output_row(x, g, item, packed, bpack, y + item * row_size, expand_bufs, finite)
+            n = item // bands
+            oh0 = (item - n * bands) * band_rows
+            _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
+                     y + (n * g.oh + oh0) * row_size, expand_bufs, finite)
         dwcy_fpu_exit(flush, fpu)
     else:
         with parallel(num_threads=threads):
             fpu = dwcy_fpu_enter(flush)
             for item in prange(items, schedule="static"):
-                _dw_output_row(x, g, item, packed, bpack, y + item * row_size,
-                               expand_bufs + omp_get_thread_num() * expand_size, finite)
+                n = item // bands
+                oh0 = (item - n * bands) * band_rows
+                _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
+                         y + (n * g.oh + oh0) * row_size, expand_bufs + omp_get_thread_num() * expand_size,
+                         finite)
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(expand_bufs)
     return 0

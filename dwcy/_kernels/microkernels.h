@@ -23,6 +23,10 @@
 #define DWCY_VBYTES 64
 /*
  * DWCY_DW_PIXELS   depthwise: output pixels per tile (one vector of channels each)
+ * DWCY_DW_L1_BYTES depthwise: a chunk of channel blocks runs over a band of rows when the input rows that
+ *                  consecutive output rows share, for that chunk, fit in this many bytes (in L1)
+ * DWCY_DW_CHUNK_INPUT_BYTES
+ *                  depthwise: chunks of channel blocks only for images of at most this many bytes (in L2)
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
@@ -36,6 +40,8 @@
  * DWCY_FUSE_MIN_BYTES
  *                  separable: below this many bytes of intermediate tensor, the stages run unfused
  */
+#define DWCY_DW_L1_BYTES (32 * 1024)
+#define DWCY_DW_CHUNK_INPUT_BYTES (1024 * 1024)
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320

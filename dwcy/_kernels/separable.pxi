@@ -32,12 +32,8 @@ cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_p
     cdef Py_ssize_t n = item // bands
     cdef Py_ssize_t oh0 = (item - n * bands) * band_rows
     cdef Py_ssize_t rows = min(band_rows, g.oh - oh0)
-    cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef const floating *bpack = _dw_packed_bias(dw_packed, g)
-    cdef Py_ssize_t r
-    for r in range(rows):
-        _dw_output_row(x, g, n * g.oh + oh0 + r, dw_packed, bpack, band + r * row_size, expand_buf,
-                       weights_finite)
+    _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite)
     _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation)
 
 
