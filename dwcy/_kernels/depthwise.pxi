@@ -1,13 +1,16 @@
 # Depthwise convolution, NHWC: the framework loops around the register tiles of microkernels.h.
 #
-# Work is split into output rows (n, oh): the work items of a static prange, so each thread takes a
-# contiguous band of rows whose input rows stay in its caches. In a row, output columns are either
-# interior (every column tap inside the image) or border (some taps in the left/right padding):
+# Work items are bands of output rows of one image (a whole image, or smaller bands when threads need
+# more items). A band runs in chunks of channel blocks (a block: one vector, LANES channels) when the
+# image's input fits in L2, each chunk over all the band's rows, so that the input rows consecutive
+# output rows share stay in L1; larger images run all blocks row by row, reading each row in memory
+# order (_dw_chunk). In a row:
 #
-#   interior, in bulk    DWCY_DW_PIXELS pixels x 1 vector (LANES channels) a tile, each channel block of
-#                        these pixels in turn; 3-wide kernels of stride 1 or 2 have tiles of their own
-#   interior, what is left (< DWCY_DW_PIXELS)      4 pixels x 2 vectors a tile, then single pixels
-#   single pixels and borders                      1 pixel x 4 vectors a tile, taps clipped to the image
+#   3-wide kernels of stride 1 or 2     DWCY_DW_PIXELS pixels x 1 vector a tile from the left edge on,
+#                                       input loads shared among taps, padding columns skipped
+#   other kernels, interior columns     DWCY_DW_PIXELS pixels x 1 vector a tile, then 4 pixels x 2
+#   (every column tap in the image)     vectors for what is left, then single pixels
+#   other kernels, borders              1 pixel x 4 vectors a tile, taps clipped to the image
 #
 # Rows whose taps reach into the top/bottom padding run fewer tap rows (nkh < KH); padding is never
 # materialized. The last CO % LANES channels (the tail) go through a plain-C routine that touches only
@@ -18,8 +21,9 @@
 # a row needs into a per-thread buffer with M copies of each channel; the same loops then run on it as on
 # an M = 1 input with C*M channels.
 #
-# Every tile sums an output element the same way (bias, then the taps in (kh, kw) order), and which tile
-# computes which element depends on the geometry only: results are bitwise identical at any thread count.
+# Every tile sums an output element the same way (bias, then the taps in (kh, kw) order, padded taps
+# skipped), and which tile computes which element depends on the geometry only: results are bitwise
+# identical at any thread count.
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_DW_PIXELS
@@ -57,18 +61,18 @@ cdef extern from "microkernels.h" nogil:
     void dwcy_dw_f64_1x1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
                         const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f32_mx1_k3s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
-                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f32_mx1_k3s2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                        const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
-                        const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f64_mx1_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
-                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f64_mx1_k3s2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
-                        const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
-                        const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
+    void dwcy_dw_f32_k3s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, int nkh, const float *bias, float *y,
+                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+    void dwcy_dw_f32_k3s2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, int nkh, const float *bias, float *y,
+                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+    void dwcy_dw_f64_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, int nkh, const double *bias, double *y,
+                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+    void dwcy_dw_f64_k3s2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, int nkh, const double *bias, double *y,
+                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -93,43 +97,57 @@ cdef inline int _lanes(const floating *dummy) noexcept nogil:
         return DWCY_LANES_F64
 
 
-# The bulk tile of a row: general, or one with the kernel width and stride built in (microkernels.h).
-cdef enum BulkTile:
-    BULK_GENERAL = 0
-    BULK_K3S1 = 1
-    BULK_K3S2 = 2
+# Rows whose kernel width and stride have tiles of their own (microkernels.h), borders included.
+cdef enum RowTile:
+    ROW_GENERAL = 0
+    ROW_K3S1 = 1
+    ROW_K3S2 = 2
 
 
-cdef inline BulkTile _bulk_tile(const DwGeometry *g) noexcept nogil:
+cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
     if g.kw == 3 and g.dw == 1 and g.sw == 1:
-        return BULK_K3S1
+        return ROW_K3S1
     if g.kw == 3 and g.dw == 1 and g.sw == 2:
-        return BULK_K3S2
-    return BULK_GENERAL
+        return ROW_K3S2
+    return ROW_GENERAL
 
 
-cdef inline void _dw_bulk_tile(BulkTile kind, const floating *x, Py_ssize_t row_step, Py_ssize_t col_step,
-                               Py_ssize_t pix_step, const floating *w, Py_ssize_t w_row_step, int nkh, int nkw,
-                               const floating *bias, floating *y, Py_ssize_t y_pix_step,
-                               int activation) noexcept nogil:
-    """DWCY_DW_PIXELS pixels x 1 vector, with the tile ``kind`` says."""
-    if kind == BULK_GENERAL:
-        _dw_tile(DWCY_DW_PIXELS, 1, x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
-                 y_pix_step, activation)
-    elif floating is float:
-        if kind == BULK_K3S1:
-            dwcy_dw_f32_mx1_k3s1(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
-                                 y_pix_step, activation)
-        else:
-            dwcy_dw_f32_mx1_k3s2(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
-                                 y_pix_step, activation)
-    else:
-        if kind == BULK_K3S1:
-            dwcy_dw_f64_mx1_k3s1(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
-                                 y_pix_step, activation)
-        else:
-            dwcy_dw_f64_mx1_k3s2(x, row_step, col_step, pix_step, w, w_row_step, 0, nkh, nkw, bias, y,
-                                 y_pix_step, activation)
+cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
+                        const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+    """One output row of a 3-wide kernel of stride 1 or 2, blocks [b0, b1): DWCY_DW_PIXELS pixels a tile
+    from the left edge on, each tile skipping the padding columns it meets and storing its real pixels."""
+    cdef int lanes = _lanes(wpack)
+    cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
+    cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile
+    cdef const floating *x = <const floating *>r.x
+    cdef const floating *w = wpack + r.kh0 * 3 * lanes
+    cdef Py_ssize_t t, ow0, iw0, b
+    cdef int q_lo, q_hi, npix
+    for t in range((g.ow + pixels - 1) // pixels):
+        ow0 = t * pixels
+        iw0 = ow0 * g.sw - g.pl
+        q_lo = <int>max(0, min(span, -iw0))
+        q_hi = <int>max(q_lo, min(span, g.w - iw0))
+        npix = <int>min(pixels, g.ow - ow0)
+        for b in range(b0, b1):
+            if floating is float:
+                if kind == ROW_K3S1:
+                    dwcy_dw_f32_k3s1(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
+                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
+                                     g.activation)
+                else:
+                    dwcy_dw_f32_k3s2(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
+                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
+                                     g.activation)
+            else:
+                if kind == ROW_K3S1:
+                    dwcy_dw_f64_k3s1(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
+                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
+                                     g.activation)
+                else:
+                    dwcy_dw_f64_k3s2(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
+                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
+                                     g.activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -251,6 +269,13 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     cdef Py_ssize_t first, count, ow_lo, ow_hi, bulk_end, ow, b, t
     cdef int vectors
     tail = tail and co % lanes != 0
+    cdef RowTile kind = _row_tile(g)
+    if kind != ROW_GENERAL:
+        _dw_row_fixed(kind, r, g, wpack, bpack, y, b0, b1)
+        if tail:
+            for ow in range(g.ow):
+                _dw_pixel(r, g, ow, wpack, bpack, y, 0, 0, True)
+        return
     # Interior columns: ow whose first column tap ow*sw - pl lies in [0, W - (KW-1)*dw).
     _tap_range(-g.pl, g.sw, g.ow, g.w - (g.kw - 1) * g.dw, &first, &count)
     ow_lo = min(first, g.ow)
@@ -258,13 +283,12 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     bulk_end = ow_lo + count // pixels * pixels
     cdef const floating *x = <const floating *>r.x  # the first column tap of ow is x + ow*sw*ci - pl*ci
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes
-    cdef BulkTile bulk = _bulk_tile(g)
     for t in range(count // pixels):  # pixel tiles outside, channel blocks inside: memory order
         ow = ow_lo + t * pixels
         for b in range(b0, b1):
-            _dw_bulk_tile(bulk, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
-                          w + b * taps * lanes, g.kw * lanes, <int>r.nkh, <int>g.kw, bpack + b * lanes,
-                          y + ow * co + b * lanes, co, g.activation)
+            _dw_tile(pixels, 1, x + (ow * pix_step - g.pl * r.ci + b * lanes), r.row_step, col_step, pix_step,
+                     w + b * taps * lanes, g.kw * lanes, 0, <int>r.nkh, <int>g.kw, bpack + b * lanes,
+                     y + ow * co + b * lanes, co, g.activation)
     ow = bulk_end
     while ow + 4 <= ow_hi:
         b = b0

@@ -225,43 +225,76 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 
 /*
  * Depthwise tile with the kernel width and stride known at compile time (KW taps, stride SW, dilation 1):
- * DWCY_DW_PIXELS pixels x 1 vector, like the bulk tile, but each input vector of a tap row is loaded once
- * and used by every (pixel, tap) pair that needs it: (NPIX - 1) * SW + KW loads per tap row instead of
- * NPIX * KW (10 instead of 24 for 3x3 stride 1). The same sums in the same order as the general tile.
- * Arguments as the general tile's, with col_step = C and pix_step = SW * C.
+ * DWCY_DW_PIXELS pixels x 1 vector anywhere in a row, borders included. Each input vector of a tap row is
+ * loaded once and used by every (pixel, tap) pair that needs it: (NPIX - 1) * SW + KW loads per tap row
+ * instead of NPIX * KW (10 instead of 24 for 3x3 stride 1).
+ *
+ *   x          input row of the first valid tap row, at column 0 and the tile's first channel
+ *   row_step   elements between tap rows; col_step: between input columns (C)
+ *   iw0        input column of the first pixel's first tap (negative in the left padding)
+ *   q_lo, q_hi the tile's input columns iw0 + q with q in [q_lo, q_hi) lie in the image; the others are
+ *              padding, never read, their taps skipped
+ *   w          packed weights of the first valid tap row, tap column 0 ([KW][LANES] per row, rows
+ *              w_row_step apart); nkh valid tap rows
+ *   npix       pixels to store (<= NPIX): a row's last tile computes NPIX, stores the real ones
+ *
+ * Pixel p sums bias, then its valid taps in (kh, kw) order: the sums of the general tile, bit for bit.
  */
 #if DWCY_VECTOR_EXTENSIONS
+/* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
+#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, SKIP)                                                             \
+    {                                                                                                          \
+        const T *xr = x + i * row_step + iw0 * col_step;                                                       \
+        DWCY_UNROLL for (int j = 0; j < KW; j++) memcpy(&wv[j], w + i * w_row_step + j * lanes, sizeof(V));   \
+        DWCY_UNROLL for (int q = 0; q < (NPIX - 1) * SW + KW; q++) {                                           \
+            if (SKIP) continue;                                                                                \
+            memcpy(&xv, xr + q * col_step, sizeof(V));                                                         \
+            DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
+                const int j = q - p * SW;                                                                      \
+                if (j >= 0 && j < KW) acc[p] += xv * wv[j];                                                    \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW)                                                     \
-    static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t pix_step,        \
-                            const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh, int nkw,    \
-                            const T *bias, T *y, ptrdiff_t y_pix_step, int activation)                     \
+    static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
+                            int q_hi, const T *w, ptrdiff_t w_row_step, int nkh, const T *bias, T *y,      \
+                            ptrdiff_t y_pix_step, int npix, int activation)                                \
     {                                                                                                      \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
         V acc[NPIX], wv[KW], xv;                                                                           \
-        (void)pix_step, (void)w_block_step, (void)nkw;                                                     \
         memcpy(&xv, bias, sizeof(V));                                                                      \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p] = xv;                                            \
-        for (int i = 0; i < nkh; i++) {                                                                    \
-            const T *xr = x + i * row_step;                                                                \
-            DWCY_UNROLL for (int j = 0; j < KW; j++)                                                       \
-                memcpy(&wv[j], w + i * w_row_step + j * lanes, sizeof(V));                                 \
-            /* Input column q feeds pixel p through tap j = q - p*SW. Taps accumulate in order: for a */   \
-            /* pixel p, q runs up through its taps j = 0, 1, ... as q grows. */                            \
-            DWCY_UNROLL for (int q = 0; q < (NPIX - 1) * SW + KW; q++) {                                   \
-                memcpy(&xv, xr + q * col_step, sizeof(V));                                                 \
-                DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                               \
-                    const int j = q - p * SW;                                                              \
-                    if (j >= 0 && j < KW) acc[p] += xv * wv[j];                                            \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
+        /* Input column q feeds pixel p through tap j = q - p*SW. Taps accumulate in order: for a pixel */ \
+        /* p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */        \
+        if (q_lo == 0 && q_hi == (NPIX - 1) * SW + KW)                                                     \
+            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, 0)                         \
+        else                                                                                               \
+            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, (q < q_lo || q >= q_hi))   \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
+            if (p >= npix) break;                                                                          \
             dwcy_vactivate_##V(&acc[p], activation);                                                       \
             memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                                                \
         }                                                                                                  \
     }
 #else
-#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW) DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX, 1)
+#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW)                                                     \
+    static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
+                            int q_hi, const T *w, ptrdiff_t w_row_step, int nkh, const T *bias, T *y,      \
+                            ptrdiff_t y_pix_step, int npix, int activation)                                \
+    {                                                                                                      \
+        const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                  \
+        for (int p = 0; p < npix; p++)                                                                     \
+            for (int l = 0; l < lanes; l++) {                                                              \
+                T acc = bias[l];                                                                           \
+                for (int i = 0; i < nkh; i++)                                                              \
+                    for (int j = 0; j < KW; j++) {                                                         \
+                        const int q = p * SW + j;                                                          \
+                        if (q >= q_lo && q < q_hi)                                                         \
+                            acc += x[i * row_step + (iw0 + q) * col_step + l] * w[i * w_row_step + j * lanes + l]; \
+                    }                                                                                      \
+                y[p * y_pix_step + l] = dwcy_activate_##T(acc, activation);                                \
+            }                                                                                              \
+    }
 #endif
 
 /*
@@ -288,9 +321,9 @@ DWCY_DEFINE_DW_TAIL(float)
 DWCY_DEFINE_DW_TAIL(double)
 
 /*
- * The depthwise tiles: DWCY_DW_PIXELS pixels x 1 vector for the bulk of a row's interior (3-wide kernels
- * of stride 1 or 2 with their input loads shared among taps); 4 pixels x 2 or
- * 1 vectors for what is left of it; 1 pixel x 4 or 1 vectors for single pixels (borders, the last one).
+ * The depthwise tiles: 3-wide kernels of stride 1 or 2 run whole rows, borders included, with their own
+ * tiles (above). Other kernels: DWCY_DW_PIXELS pixels x 1 vector for the bulk of a row's interior; 4 pixels
+ * x 2 or 1 vectors for what is left of it; 1 pixel x 4 or 1 vectors for single pixels (borders, the last).
  */
 #define DWCY_DEFINE_DW_TILES(SUFFIX, T, V)                                                                      \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_mx1, T, V, DWCY_DW_PIXELS, 1)                                       \
@@ -298,8 +331,8 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_4x1, T, V, 4, 1)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x4, T, V, 1, 4)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x1, T, V, 1, 1)                                                    \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_mx1_k3s1, T, V, DWCY_DW_PIXELS, 3, 1)                         \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_mx1_k3s2, T, V, DWCY_DW_PIXELS, 3, 2)
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 3, 1)                             \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 3, 2)
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
