@@ -63,16 +63,16 @@ cdef extern from "microkernels.h" nogil:
                         const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_f32_k3s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const float *w, Py_ssize_t w_row_step, int nkh, const float *bias, float *y,
-                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f32_k3s2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const float *w, Py_ssize_t w_row_step, int nkh, const float *bias, float *y,
-                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f64_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const double *w, Py_ssize_t w_row_step, int nkh, const double *bias, double *y,
-                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f64_k3s2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const double *w, Py_ssize_t w_row_step, int nkh, const double *bias, double *y,
-                         Py_ssize_t y_pix_step, int npix, int activation) noexcept
+                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -114,15 +114,16 @@ cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
 
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
-    """One output row of a 3-wide kernel of stride 1 or 2, blocks [b0, b1): DWCY_DW_PIXELS pixels a tile
-    from the left edge on, each tile skipping the padding columns it meets and storing its real pixels."""
+    """One output row of a 3-wide kernel of stride 1 or 2, channel blocks [b0, b1), the last possibly the
+    partial block of the channel tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile
+    skipping the padding columns it meets and storing its real pixels and channels."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
     cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile
     cdef const floating *x = <const floating *>r.x
     cdef const floating *w = wpack + r.kh0 * 3 * lanes
     cdef Py_ssize_t t, ow0, iw0, b
-    cdef int q_lo, q_hi, npix
+    cdef int q_lo, q_hi, npix, nc
     for t in range((g.ow + pixels - 1) // pixels):
         ow0 = t * pixels
         iw0 = ow0 * g.sw - g.pl
@@ -130,24 +131,25 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
         q_hi = <int>max(q_lo, min(span, g.w - iw0))
         npix = <int>min(pixels, g.ow - ow0)
         for b in range(b0, b1):
+            nc = <int>min(lanes, co - b * lanes)
             if floating is float:
                 if kind == ROW_K3S1:
                     dwcy_dw_f32_k3s1(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
                                      3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     g.activation)
+                                     nc, g.activation)
                 else:
                     dwcy_dw_f32_k3s2(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
                                      3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     g.activation)
+                                     nc, g.activation)
             else:
                 if kind == ROW_K3S1:
                     dwcy_dw_f64_k3s1(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
                                      3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     g.activation)
+                                     nc, g.activation)
                 else:
                     dwcy_dw_f64_k3s2(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
                                      3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     g.activation)
+                                     nc, g.activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -270,11 +272,8 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     cdef int vectors
     tail = tail and co % lanes != 0
     cdef RowTile kind = _row_tile(g)
-    if kind != ROW_GENERAL:
-        _dw_row_fixed(kind, r, g, wpack, bpack, y, b0, b1)
-        if tail:
-            for ow in range(g.ow):
-                _dw_pixel(r, g, ow, wpack, bpack, y, 0, 0, True)
+    if kind != ROW_GENERAL:  # the channel tail is one more, partial block
+        _dw_row_fixed(kind, r, g, wpack, bpack, y, b0, b1 + 1 if tail else b1)
         return
     # Interior columns: ow whose first column tap ow*sw - pl lies in [0, W - (KW-1)*dw).
     _tap_range(-g.pl, g.sw, g.ow, g.w - (g.kw - 1) * g.dw, &first, &count)

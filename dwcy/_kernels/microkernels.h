@@ -161,6 +161,50 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf32, dwcy_vi32)
 DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 #endif
 
+#if DWCY_VECTOR_EXTENSIONS
+/*
+ * Load or store the first n lanes of a vector (n <= lanes): a channel tail, a row's last partial panel.
+ * AVX-512 masks suppress any fault in the lanes left out, so nothing past n is touched.
+ */
+#if defined(__AVX512F__)
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
+{
+    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1), (__m512)*v);
+}
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
+{
+    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1), (__m512d)*v);
+}
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
+{
+    *v = (dwcy_vf32)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
+}
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
+{
+    *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
+}
+#else
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
+{
+    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
+}
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
+{
+    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
+}
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
+{
+    *v = (dwcy_vf32){0};
+    for (int l = 0; l < n; l++) (*v)[l] = src[l];
+}
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
+{
+    *v = (dwcy_vf64){0};
+    for (int l = 0; l < n; l++) (*v)[l] = src[l];
+}
+#endif
+#endif
+
 /*
  * Depthwise tile: NPIX output pixels of one output row x NVEC vectors of channels, accumulators in
  * registers across all taps. More pixels reuse each weight load; more vectors give a single pixel
@@ -237,18 +281,22 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
  *   w          packed weights of the first valid tap row, tap column 0 ([KW][LANES] per row, rows
  *              w_row_step apart); nkh valid tap rows
  *   npix       pixels to store (<= NPIX): a row's last tile computes NPIX, stores the real ones
+ *   nc         channels to load and store (<= LANES): the channel tail, with masked loads and stores
  *
  * Pixel p sums bias, then its valid taps in (kh, kw) order: the sums of the general tile, bit for bit.
  */
 #if DWCY_VECTOR_EXTENSIONS
 /* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
-#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, SKIP)                                                             \
+#define DWCY_LOAD_WHOLE(v, src) memcpy(&(v), (src), sizeof(v))
+#define DWCY_LOAD_TAIL_float(v, src) dwcy_load_float(&(v), (src), nc)
+#define DWCY_LOAD_TAIL_double(v, src) dwcy_load_double(&(v), (src), nc)
+#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, SKIP, LOAD)                                                       \
     {                                                                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
         DWCY_UNROLL for (int j = 0; j < KW; j++) memcpy(&wv[j], w + i * w_row_step + j * lanes, sizeof(V));   \
         DWCY_UNROLL for (int q = 0; q < (NPIX - 1) * SW + KW; q++) {                                           \
             if (SKIP) continue;                                                                                \
-            memcpy(&xv, xr + q * col_step, sizeof(V));                                                         \
+            LOAD(xv, xr + q * col_step);                                                                       \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
                 const int j = q - p * SW;                                                                      \
                 if (j >= 0 && j < KW) acc[p] += xv * wv[j];                                                    \
@@ -258,7 +306,7 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW)                                                     \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, int nkh, const T *bias, T *y,      \
-                            ptrdiff_t y_pix_step, int npix, int activation)                                \
+                            ptrdiff_t y_pix_step, int npix, int nc, int activation)                        \
     {                                                                                                      \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
         V acc[NPIX], wv[KW], xv;                                                                           \
@@ -266,25 +314,32 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p] = xv;                                            \
         /* Input column q feeds pixel p through tap j = q - p*SW. Taps accumulate in order: for a pixel */ \
         /* p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */        \
-        if (q_lo == 0 && q_hi == (NPIX - 1) * SW + KW)                                                     \
-            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, 0)                         \
+        if (nc < lanes)                                                                                    \
+            for (int i = 0; i < nkh; i++)                                                                  \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_TAIL_##T)     \
+        else if (q_lo == 0 && q_hi == (NPIX - 1) * SW + KW)                                                \
+            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, 0, DWCY_LOAD_WHOLE)    \
         else                                                                                               \
-            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, (q < q_lo || q >= q_hi))   \
+            for (int i = 0; i < nkh; i++)                                                                  \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE)        \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
             if (p >= npix) break;                                                                          \
             dwcy_vactivate_##V(&acc[p], activation);                                                       \
-            memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                                                \
+            if (nc == lanes)                                                                               \
+                memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                                            \
+            else                                                                                           \
+                dwcy_store_##T(y + p * y_pix_step, &acc[p], nc);                                           \
         }                                                                                                  \
     }
 #else
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW)                                                     \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, int nkh, const T *bias, T *y,      \
-                            ptrdiff_t y_pix_step, int npix, int activation)                                \
+                            ptrdiff_t y_pix_step, int npix, int nc, int activation)                        \
     {                                                                                                      \
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                  \
         for (int p = 0; p < npix; p++)                                                                     \
-            for (int l = 0; l < lanes; l++) {                                                              \
+            for (int l = 0; l < nc; l++) {                                                                 \
                 T acc = bias[l];                                                                           \
                 for (int i = 0; i < nkh; i++)                                                              \
                     for (int j = 0; j < KW; j++) {                                                         \
@@ -351,44 +406,6 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
  *   activation applied in registers before the store (DWCY_ACT_NONE except after the last block of K)
  */
 #if DWCY_VECTOR_EXTENSIONS
-/* Load or store the first n lanes of a vector (n <= lanes): the last, partial vector of a row's columns. */
-#if defined(__AVX512F__)
-static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
-{
-    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1), (__m512)*v);
-}
-static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
-{
-    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1), (__m512d)*v);
-}
-static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
-{
-    *v = (dwcy_vf32)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
-}
-static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
-{
-    *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
-}
-#else
-static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
-{
-    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
-}
-static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
-{
-    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
-}
-static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
-{
-    *v = (dwcy_vf32){0};
-    for (int l = 0; l < n; l++) (*v)[l] = src[l];
-}
-static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
-{
-    *v = (dwcy_vf64){0};
-    for (int l = 0; l < n; l++) (*v)[l] = src[l];
-}
-#endif
 
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
