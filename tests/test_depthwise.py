@@ -149,6 +149,33 @@ def test_edge_sizes(rng, name, multiplier, dtype):
 # ------------------------------------------------------------------------------------ arguments & out
 
 
+@pytest.mark.parametrize(
+    "shape, kernel, stride, dilation, multiplier",
+    [
+        # Rows wide enough that one output row's span of input rows, expanded, overflows the kernels'
+        # expansion buffer (DWCY_DW_EXPAND_BYTES, 256 KB): each output row expands its own tap rows.
+        ((1, 12, 64, 64), 3, 1, 3, 2),
+        ((1, 9, 64, 48), 3, 1, 2, 3),
+        # Narrow rows: the input rows of many output rows are expanded in one go, and shared.
+        ((2, 40, 9, 5), 3, 1, 1, 2),
+        ((1, 41, 11, 3), 5, 3, 2, 3),
+        ((1, 30, 9, 4), 3, (2, 1), (1, 3), 4),
+    ],
+    ids=str,
+)
+def test_multiplier_expansion_bands(rng, shape, kernel, stride, dilation, multiplier):
+    n, h, w, c = shape
+    x, weight, bias = depthwise_inputs(rng, np.dtype(np.float64), n=n, h=h, w=w, c=c, kh=kernel,
+                                       multiplier=multiplier)
+    for padding in ("same", "valid"):
+        check_depthwise(x, weight, bias, stride=stride, dilation=dilation, padding=padding)
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(
+                dwcy.depthwise_conv2d(x, weight, bias, stride=stride, dilation=dilation, padding=padding,
+                                      num_threads=threads),
+                dwcy.depthwise_conv2d(x, weight, bias, stride=stride, dilation=dilation, padding=padding,
+                                      num_threads=1))
+
 @dtypes
 def test_weight_without_multiplier_axis_equals_multiplier_1(rng, dtype):
     x, weight, bias = depthwise_inputs(rng, dtype, h=8, w=21, c=19, multiplier=None)

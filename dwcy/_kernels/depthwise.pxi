@@ -29,6 +29,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_DW_PIXELS
     int DWCY_DW_L1_BYTES
     int DWCY_DW_CHUNK_INPUT_BYTES
+    int DWCY_DW_EXPAND_BYTES
     int DWCY_LANES_F32
     int DWCY_LANES_F64
     void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
@@ -312,19 +313,46 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
             _dw_pixel(r, g, ow, wpack, bpack, y, 0, 0, True)
 
 
-cdef void _expand_rows(const floating *x, const DwGeometry *g, Py_ssize_t ih0, Py_ssize_t nkh,
-                       floating *buf) noexcept nogil:
-    """Copy the nkh tap rows ih0, ih0 + dh, ... of one image into buf, each channel repeated M times."""
-    cdef Py_ssize_t r, iw, ch, k
-    cdef Py_ssize_t m = g.m
+cdef void _expand_rows(const floating *image, const DwGeometry *g, Py_ssize_t ih0, Py_ssize_t count,
+                       Py_ssize_t gap, floating *buf) noexcept nogil:
+    """Copy the rows ih0, ih0 + gap, ... (count of them) of one image into buf, one after the other, each
+    channel repeated M times."""
+    cdef Py_ssize_t r, i, k
+    cdef Py_ssize_t m = g.m, n = g.w * g.c
     cdef const floating *src
     cdef floating *dst
-    for r in range(nkh):
-        src = x + (ih0 + r * g.dh) * g.w * g.c
-        dst = buf + r * g.w * g.c * m
-        for iw in range(g.w * g.c):
+    for r in range(count):
+        src = image + (ih0 + r * gap) * n
+        dst = buf + r * n * m
+        if m == 2:  # the common case, in a loop the compiler vectorizes
+            for i in range(n):
+                dst[2 * i] = src[i]
+                dst[2 * i + 1] = src[i]
+            continue
+        for i in range(n):
             for k in range(m):
-                dst[iw * m + k] = src[iw]
+                dst[i * m + k] = src[i]
+
+
+cdef inline Py_ssize_t _dw_expand_band(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
+    """With a multiplier: output rows whose input rows are expanded in one go (DWCY_DW_EXPAND_BYTES at
+    most), so that consecutive output rows share them; 0 when one output row's span of input rows does not
+    fit (large dilations): then each output row expands just its own tap rows."""
+    cdef Py_ssize_t span = (g.kh - 1) * g.dh + 1
+    cdef Py_ssize_t fit = DWCY_DW_EXPAND_BYTES // max(1, g.w * g.c * g.m * itemsize)  # input rows
+    if fit < span:
+        return 0
+    return (fit - span) // g.sh + 1
+
+
+cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
+    """Elements of the per-thread buffer of M-times expanded input rows (0 without a multiplier), rounded
+    up to 16 (64 bytes of floats) so that each thread's buffer starts on a 64-byte boundary."""
+    if g.m == 1:
+        return 0
+    cdef Py_ssize_t band = _dw_expand_band(g, itemsize)
+    cdef Py_ssize_t rows = min(g.h, (band - 1) * g.sh + (g.kh - 1) * g.dh + 1) if band > 0 else g.kh
+    return (rows * g.w * g.c * g.m + 15) // 16 * 16
 
 
 cdef bint _dw_weights_finite(const floating *packed, const DwGeometry *g) noexcept nogil:
@@ -358,23 +386,29 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                         yrow[ow * co + ch] = 0 * v  # NaN
 
 cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item, floating *expand_buf,
-                        DwRow *r) noexcept nogil:
-    """The input of output row ``item`` = n * out_h + oh (expanded into expand_buf with a multiplier)."""
+                        Py_ssize_t expanded_from, DwRow *r) noexcept nogil:
+    """The input of output row ``item`` = n * out_h + oh. With a multiplier, its rows are in expand_buf:
+    the image's rows from ``expanded_from`` on, or (expanded_from < 0) expanded here, its tap rows only."""
     cdef Py_ssize_t n = item // g.oh
     cdef Py_ssize_t oh = item - n * g.oh
     cdef Py_ssize_t ih_start = oh * g.sh - g.pt
     _tap_range(ih_start, g.dh, g.kh, g.h, &r.kh0, &r.nkh)
     cdef const floating *image = x + n * g.h * g.w * g.c
     cdef Py_ssize_t ih0 = ih_start + r.kh0 * g.dh
+    cdef Py_ssize_t row = g.w * g.c * g.m  # elements of an expanded row
     if g.m == 1:
         r.x = image + (ih0 * g.w * g.c if r.nkh > 0 else 0)
         r.row_step = g.dh * g.w * g.c
         r.ci = g.c
+        return
+    r.ci = g.c * g.m
+    if expanded_from >= 0:
+        r.x = expand_buf + ((ih0 - expanded_from) * row if r.nkh > 0 else 0)
+        r.row_step = g.dh * row
     else:
-        _expand_rows(image, g, ih0, r.nkh, expand_buf)
+        _expand_rows(image, g, ih0, r.nkh, g.dh, expand_buf)
         r.x = expand_buf
-        r.row_step = g.w * g.c * g.m
-        r.ci = g.c * g.m
+        r.row_step = row
 
 
 cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
@@ -402,28 +436,52 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     cdef Py_ssize_t chunks = max(1, (blocks + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
     cdef DwRow r
-    for c in range(chunks):  # even chunks
-        b0 = c * blocks // chunks
-        b1 = (c + 1) * blocks // chunks
-        for i in range(rows):
-            _dw_row_input(x, g, item0 + i, expand_buf, &r)
-            _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1)
+    if g.m > 1:
+        _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
+    else:
+        for c in range(chunks):  # even chunks
+            b0 = c * blocks // chunks
+            b1 = (c + 1) * blocks // chunks
+            for i in range(rows):
+                _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
+                _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1)
     if not weights_finite:
         for i in range(rows):
-            _dw_row_input(x, g, item0 + i, expand_buf, &r)
+            _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
             _dw_poison_padded_taps(&r, g, wpack, y + i * row_size)
+
+
+cdef void _dw_band_expanded(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
+                            const floating *wpack, const floating *bpack, floating *y,
+                            floating *expand_buf) noexcept nogil:
+    """_dw_band with a multiplier: the input rows of _dw_expand_band output rows expanded at a time."""
+    cdef Py_ssize_t row_size = g.ow * g.c * g.m, blocks = (g.c * g.m) // _lanes(x)
+    cdef Py_ssize_t band = _dw_expand_band(g, sizeof(floating))
+    cdef Py_ssize_t n = item0 // g.oh
+    cdef Py_ssize_t i, s0, count, oh0, first, end
+    cdef DwRow r
+    if band == 0:
+        for i in range(rows):
+            _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
+            _dw_row(&r, g, wpack, bpack, y + i * row_size, 0, blocks, True)
+        return
+    cdef Py_ssize_t k
+    for k in range((rows + band - 1) // band):
+        s0 = k * band
+        count = min(band, rows - s0)
+        oh0 = item0 + s0 - n * g.oh
+        first = max(0, oh0 * g.sh - g.pt)  # the input rows these output rows read: [first, end)
+        end = min(g.h, (oh0 + count - 1) * g.sh - g.pt + (g.kh - 1) * g.dh + 1)
+        if end > first:
+            _expand_rows(x + n * g.h * g.w * g.c, g, first, end - first, 1, expand_buf)
+        for i in range(s0, s0 + count):
+            _dw_row_input(x, g, item0 + i, expand_buf, first, &r)
+            _dw_row(&r, g, wpack, bpack, y + i * row_size, 0, blocks, True)
 
 
 cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
     """Channel blocks of one vector (the last one possibly partial)."""
     return (g.c * g.m + lanes - 1) // lanes
-
-
-cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g) noexcept nogil:
-    """Elements of the per-thread buffer of M-times expanded input rows (0 without a multiplier), rounded
-    up to whole 64-byte vectors so that each thread's buffer starts on a 64-byte boundary."""
-    cdef int lanes = DWCY_LANES_F32  # 16 elements: 64 bytes of floats, 128 of doubles
-    return (g.kh * g.w * g.c * g.m + lanes - 1) // lanes * lanes if g.m > 1 else 0
 
 
 cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes) noexcept nogil:
@@ -476,7 +534,7 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows  # per image
     cdef Py_ssize_t items = g.n * bands
     threads = <int>min(threads, items)
-    cdef Py_ssize_t expand_size = _dw_expand_size(g)
+    cdef Py_ssize_t expand_size = _dw_expand_size(g, sizeof(floating))
     cdef const floating *bpack = _dw_packed_bias(packed, g)
     cdef bint finite = _dw_weights_finite(packed, g)
     cdef Py_ssize_t item, n, oh0

@@ -27,6 +27,9 @@
  *                  consecutive output rows share, for that chunk, fit in this many bytes (in L1)
  * DWCY_DW_CHUNK_INPUT_BYTES
  *                  depthwise: chunks of channel blocks only for images of at most this many bytes (in L2)
+ * DWCY_DW_EXPAND_BYTES
+ *                  depthwise with a channel multiplier: the input rows of consecutive output rows are
+ *                  expanded (each channel repeated M times) into a per-thread buffer of about this size
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
@@ -42,6 +45,7 @@
  */
 #define DWCY_DW_L1_BYTES (32 * 1024)
 #define DWCY_DW_CHUNK_INPUT_BYTES (1024 * 1024)
+#define DWCY_DW_EXPAND_BYTES (256 * 1024)
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320

@@ -74,7 +74,7 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     # Per thread: the band, then the depthwise expansion buffer (multiplier > 1), each 64-byte aligned.
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t band_size = (band_rows * g.ow * k + lanes - 1) // lanes * lanes
-    cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g)
+    cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g, sizeof(floating))
     cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
     if buffers == NULL:
         return -1
