@@ -86,7 +86,7 @@ built = tuple(level for level in LEVELS if importlib.util.find_spec("dwcy._kerne
 usable = tuple(level for level in built if cpu_supports(level))
 
 
-def refusal(level, built=built, usable=usable):
+def _refusal(level, built=built, usable=usable):
     """Why a SIMD level cannot be used here, or None when it can."""
     if level not in LEVELS:
         return f"unknown SIMD level {level!r}: expected one of {', '.join(LEVELS)}"
@@ -108,7 +108,7 @@ def choose(requested, built=built, usable=usable):
         if not usable:
             raise ImportError("dwcy has no kernel module: the package was not built (pip install .)")
         return usable[len(usable) - 1]  # the best (wraparound is off: no [-1])
-    reason = refusal(requested, built, usable)
+    reason = _refusal(requested, built, usable)
     if reason is not None:
         raise RuntimeError(f"DWCY_SIMD={requested}: {reason}")
     return requested
@@ -118,7 +118,7 @@ def load(level):
     """The kernel module of a SIMD level (dwcy._kernels.<level>), for tests and comparisons: its depthwise,
     pointwise, separable, build_info and max_threads are those of this module, at that level. Raises
     RuntimeError for a level that was not built or that this CPU cannot run."""
-    reason = refusal(level)
+    reason = _refusal(level)
     if reason is not None:
         raise RuntimeError(reason)
     return importlib.import_module("dwcy._kernels." + level)
@@ -150,6 +150,7 @@ cdef _use_table(object module):
 _use_table(_module)
 
 
+# geometry_init is the same at every level: computed here.
 cdef int geometry_init(DwGeometry *g, Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t m,
                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
                        Py_ssize_t dilation_h, Py_ssize_t dilation_w, Py_ssize_t pad_top, Py_ssize_t pad_bottom,
@@ -169,7 +170,7 @@ cdef int geometry_init(DwGeometry *g, Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, 
     return 0
 
 
-
+# The rest of kernels.pxd: the chosen level's functions.
 
 cdef int depthwise_f32(const float *x, const float *weight, const float *bias, float *y, const DwGeometry *g,
                        int num_threads) noexcept nogil:
