@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _args
-from . import kernels as _kernels
+from . import kernels as _kernels  # the SIMD level chosen at import (tests/conftest.py swaps in each level)
 
 __all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d"]
 

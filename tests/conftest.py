@@ -1,4 +1,5 @@
-"""Shared pytest setup: hypothesis profiles, the helper modules on sys.path, per-test random generators.
+"""Shared pytest setup: hypothesis profiles, the helper modules on sys.path, per-test random generators, and
+the SIMD levels the kernel tests run at.
 
 The helpers themselves live in importable modules next to this file (a conftest is not meant to be
 imported): ``_helpers`` (tolerances, reference comparison, memory layouts) and ``_guard`` (guard pages).
@@ -11,6 +12,10 @@ import zlib
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+import dwcy
+import dwcy._api
+import dwcy.kernels
 
 # tests/ has no __init__.py; put it on sys.path whatever pytest's import mode, so test modules can
 # `import _helpers` and `import _guard`.
@@ -27,3 +32,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 def rng(request):
     """A generator seeded from the test's id: reproducible, and different for every test and parameter."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+# The kernel tests run at every SIMD level this CPU supports; when DWCY_SIMD forces a level, at that one alone.
+SIMD_LEVELS = (dwcy.kernels.level,) if os.environ.get("DWCY_SIMD", "").strip() else dwcy.kernels.usable
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd_level(request, monkeypatch):
+    """Run the test once per SIMD level (a test module asks with ``pytest.mark.usefixtures("simd_level")``).
+
+    The public functions then call that level's kernel module (dwcy.kernels.load) in this process, and the
+    child processes the test starts choose it too (DWCY_SIMD). Yields the level's name.
+    """
+    level = request.param
+    monkeypatch.setattr(dwcy._api, "_kernels", dwcy.kernels.load(level))
+    monkeypatch.setenv("DWCY_SIMD", level)
+    yield level

@@ -9,11 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 import dwcy
+import dwcy.kernels
 from dwcy import reference
 
 from _helpers import DTYPES, assert_close_to_reference, depthwise_inputs, dtype_id, random_array
@@ -150,3 +152,35 @@ def test_the_extending_example(built, rng):
     separable_batch.separable_batch(x, dw, dw_bias, pw, pw_bias, out)
     assert_close_to_reference(out, reference.separable_conv2d, x, dw, pw, dw_bias, pw_bias, terms=9 + 20,
                               padding="same", depthwise_activation="relu6")
+
+
+@pytest.mark.parametrize("level", dwcy.kernels.usable)
+def test_the_c_api_runs_the_level_dwcy_chose(built, rng, monkeypatch, tmp_path, level):
+    # In a child with DWCY_SIMD=level, the C-level API must give the bits of that level's Python kernels.
+    x, dw_weight, dw_bias = depthwise_inputs(rng, np.float32, n=1, h=15, w=29, c=24, kh=3, kw=3, multiplier=1)
+    pw_weight, pw_bias = random_array(rng, (24, 40), np.float32), random_array(rng, 40, np.float32)
+    dw3 = dw_weight.reshape(3, 3, 24)
+    monkeypatch.setattr(dwcy._api, "_kernels", dwcy.kernels.load(level))
+    expected = dwcy.separable_conv2d(x, dw3, pw_weight, dw_bias, pw_bias, padding="same",
+                                     depthwise_activation="relu6")
+    monkeypatch.undo()
+    np.savez(tmp_path / "call.npz", x=x, dw=dw3, dw_bias=dw_bias, pw=pw_weight, pw_bias=pw_bias)
+    geometry = _geometry(x.shape, dw_weight.reshape(3, 3, 24, 1), (1, 1), (1, 1), (1, 1, 1, 1), "relu6")
+    code = f"""
+        import sys
+        sys.path[:0] = [{str(built)!r}]
+        import numpy as np, dwcy, check_c_api
+        assert dwcy.config()["simd_level"] == {level!r}, dwcy.config()
+        a = np.load({str(tmp_path / "call.npz")!r})
+        for plan in (False, True):
+            y = np.full((1, 15, 29, 40), np.nan, np.float32)
+            rc = check_c_api.separable(a["x"], a["dw"], a["dw_bias"], a["pw"], a["pw_bias"], y, {geometry!r}, 0,
+                                       plan, 2)
+            assert rc == 0
+            np.save({str(tmp_path)!r} + f"/y_{{plan}}.npy", y)
+    """
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "DWCY_SIMD": level}, cwd=str(tmp_path))
+    assert child.returncode == 0, child.stderr
+    for plan in (False, True):
+        np.testing.assert_array_equal(np.load(tmp_path / f"y_{plan}.npy"), expected, err_msg=f"plan={plan}")

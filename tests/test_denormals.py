@@ -10,6 +10,9 @@ import pytest
 import dwcy
 from _helpers import DTYPES, dtype_id
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 if not dwcy.config()["flush_denormals"]:
     pytest.skip("no flush-to-zero control on this platform", allow_module_level=True)
 

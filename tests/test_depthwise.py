@@ -20,6 +20,9 @@ from _helpers import (
     reference_magnitude,
 )
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 
 

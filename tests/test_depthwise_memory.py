@@ -17,6 +17,9 @@ from dwcy import reference
 from _helpers import (DTYPES, LANES, assert_canaries_intact, assert_close_to_reference, depthwise_inputs,
                       depthwise_terms, dtype_id, out_between_canaries)
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 
 
 def channel_tails(dtype):

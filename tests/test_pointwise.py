@@ -27,6 +27,9 @@ from _helpers import (
     pointwise_terms,
 )
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 
 

@@ -25,6 +25,9 @@ from _helpers import (
     separable_terms,
 )
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 guard_pages = pytest.mark.skipif(not _guard.SUPPORTED, reason="guard pages need Linux mmap/mprotect")
 
 

@@ -15,6 +15,9 @@ from threadpoolctl import threadpool_limits
 import dwcy
 from _helpers import DTYPES, depthwise_inputs, dtype_id
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 THREAD_COUNTS = [2, 3, 7, None]
 
 # Many output rows (the work items threads split), in counts no thread count divides evenly, and about two million

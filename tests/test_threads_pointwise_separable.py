@@ -14,6 +14,9 @@ from threadpoolctl import threadpool_limits
 import dwcy
 from _helpers import DTYPES, assert_bitwise_equal, dtype_id, pointwise_inputs, separable_inputs
 
+# Every test of this module runs at every SIMD level this CPU supports (conftest.py).
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 THREAD_COUNTS = [2, 3, 7, None]
 
 # name: ((N, H, W), Cin, Cout)

@@ -1,24 +1,6 @@
-# The C-level API declared in dwcy/kernels.pxd: plain-typed wrappers of the fused-type kernels, and plans
-# (weights packed once, run many times). Nothing is checked here: see the contract in kernels.pxd.
-
-cdef int geometry_init(DwGeometry *g, Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t m,
-                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                       Py_ssize_t dilation_h, Py_ssize_t dilation_w, Py_ssize_t pad_top, Py_ssize_t pad_bottom,
-                       Py_ssize_t pad_left, Py_ssize_t pad_right, int activation) noexcept nogil:
-    # The output-size rule of dwcy._args.output_size, in C for callers without Python.
-    cdef Py_ssize_t span_h = dilation_h * (kh - 1) + 1, span_w = dilation_w * (kw - 1) + 1
-    if (min(n, h, w, c, m) < 1 or min(kh, kw, stride_h, stride_w, dilation_h, dilation_w) < 1
-            or min(pad_top, pad_bottom, pad_left, pad_right) < 0 or not ACT_NONE <= activation <= ACT_HARDSWISH
-            or h + pad_top + pad_bottom < span_h or w + pad_left + pad_right < span_w):
-        return -1
-    g.n, g.h, g.w, g.c, g.m = n, h, w, c, m
-    g.kh, g.kw, g.sh, g.sw, g.dh, g.dw = kh, kw, stride_h, stride_w, dilation_h, dilation_w
-    g.pt, g.pl = pad_top, pad_left
-    g.oh = (h + pad_top + pad_bottom - span_h) // stride_h + 1
-    g.ow = (w + pad_left + pad_right - span_w) // stride_w + 1
-    g.activation = activation
-    return 0
-
+# The C-level API declared in dwcy/kernels.pxd, as one SIMD level implements it: plain-typed wrappers of the
+# fused-type kernels, and plans (weights packed once, run many times). dwcy.kernels forwards to the level it
+# chose (c_api_table.pxi) and computes geometry_init itself. Nothing is checked here: see kernels.pxd.
 
 cdef int depthwise_f32(const float *x, const float *weight, const float *bias, float *y, const DwGeometry *g,
                        int num_threads) noexcept nogil:
