@@ -6,7 +6,8 @@ and that this CPU and its operating system support, or the one the environment v
 names (``baseline``, ``avx2`` or ``avx512``: for tests and comparisons; a level that was not built or that
 the CPU cannot run is an error), then
 
-* re-exports that level's Python entry points (depthwise, pointwise, separable, build_info, max_threads),
+* re-exports that level's Python entry points (depthwise, pointwise, separable, build_info, max_threads,
+  aligned_empty),
   which dwcy._api calls, and
 * forwards the C-level API of kernels.pxd (``from dwcy.kernels cimport ...``) to that level's functions
   through a table of function pointers copied at import, so other Cython code runs the same level.
@@ -132,6 +133,7 @@ pointwise = _module.pointwise
 separable = _module.separable
 build_info = _module.build_info
 max_threads = _module.max_threads
+aligned_empty = _module.aligned_empty
 
 
 # ---------------------------------------------------------------------------- the C-level API of kernels.pxd
