@@ -31,8 +31,8 @@ cdef DwGeometry _geometry(object geometry, int activation) except *:
     return g
 
 
-def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, object geometry,
-              int activation, int num_threads, bint flush=False):
+cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, object geometry,
+                int activation, int num_threads, bint flush=False):
     """Depthwise convolution into ``out`` (N, OH, OW, C*M); geometry is a dwcy._args.DepthwiseGeometry."""
     cdef DwGeometry g = _geometry(geometry, activation)
     cdef void *xp = _data(x)
@@ -50,8 +50,8 @@ def depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, o
         raise MemoryError("dwcy: out of memory for the packed weights")
 
 
-def pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads,
-              bint flush=False):
+cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads,
+                bint flush=False):
     """Pointwise convolution of x (N, H, W, Cin) with weight (Cin, Cout) into out (N, H, W, Cout)."""
     cdef Py_ssize_t k = weight.shape[0], n = weight.shape[1]
     cdef Py_ssize_t pixels = x.shape[0] * x.shape[1] * x.shape[2]
@@ -74,7 +74,7 @@ def pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, i
 
 def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight, object pw_bias,
               cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads,
-              bint flush=False):
+                bint flush=False):
     """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout)."""
     cdef DwGeometry g = _geometry(geometry, dw_activation)
     cdef Py_ssize_t cout = pw_weight.shape[1]
@@ -126,3 +126,6 @@ def aligned_empty(tuple shape, cnp.dtype dtype):
         cnp.NPY_ARRAY_CARRAY, None)
     cnp.set_array_base(array, buf)
     return array
+
+
+include "fast.pxi"

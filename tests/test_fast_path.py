@@ -1,0 +1,96 @@
+"""The fast paths of the Python API (dwcy/_kernels/fast.pxi): the common call validated in C.
+
+A fast path takes only plainly valid arguments and returns None for anything else, which then goes the
+full way through dwcy._args (conversions, errors). Both ways must give the same bits.
+"""
+
+import numpy as np
+import pytest
+
+import dwcy
+from dwcy import kernels
+
+from _helpers import DTYPES, depthwise_inputs, dtype_id, pointwise_inputs
+
+dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+
+
+@dtypes
+@pytest.mark.parametrize("multiplier", [None, 2])
+@pytest.mark.parametrize("padding", ["same", "VALID", 1])
+def test_depthwise_fast_path_equals_full_way(rng, dtype, multiplier, padding):
+    x, weight, bias = depthwise_inputs(rng, dtype, n=2, h=9, w=11, c=19, multiplier=multiplier)
+    for b in (bias, None):
+        fast = kernels.depthwise_fast(x, weight, b, 2, padding, 1, "relu6", 2, False)
+        assert fast is not None and fast.ctypes.data % 64 == 0
+        full = dwcy.depthwise_conv2d(x, weight, b, stride=2, padding=padding, activation="relu6", num_threads=2,
+                                     out=np.empty_like(fast))  # out= always goes the full way
+        np.testing.assert_array_equal(fast, full)
+        np.testing.assert_array_equal(
+            dwcy.depthwise_conv2d(x, weight, b, stride=2, padding=padding, activation="relu6", num_threads=2), full)
+
+
+@dtypes
+def test_pointwise_fast_path_equals_full_way(rng, dtype):
+    x, weight, bias = pointwise_inputs(rng, dtype, n=2, h=3, w=5, cin=19, cout=37)
+    for b in (bias, None):
+        fast = kernels.pointwise_fast(x, weight, b, "hardswish", None, False)
+        assert fast is not None and fast.ctypes.data % 64 == 0
+        full = dwcy.pointwise_conv2d(x, weight, b, activation="hardswish", out=np.empty_like(fast))
+        np.testing.assert_array_equal(fast, full)
+
+
+def _depthwise_arguments(rng):
+    x, weight, bias = depthwise_inputs(rng, np.float32, n=1, h=6, w=6, c=5)
+    return dict(x=x, weight=weight, bias=bias, stride=1, padding="same", dilation=1, activation=None,
+                num_threads=None, flush=False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"x": "list"},
+        {"x": "big-endian"},
+        {"x": "strided"},
+        {"x": "float16"},
+        {"weight": "float64"},
+        {"weight": "2-D"},
+        {"bias": "list"},
+        {"bias": "wrong length"},
+        {"stride": (1, 1)},
+        {"stride": True},
+        {"padding": [1, 1]},
+        {"padding": "bogus"},
+        {"padding": -1},
+        {"dilation": 0},
+        {"activation": "gelu"},
+        {"activation": ["relu"]},
+        {"num_threads": 0},
+        {"num_threads": 1.0},
+        {"num_threads": 2**17},
+    ],
+    ids=str,
+)
+def test_depthwise_fast_path_declines_what_it_does_not_take(rng, change):
+    args = _depthwise_arguments(rng)
+    ((name, value),) = change.items()
+    converted = {
+        "list": lambda a: a.tolist(),
+        "big-endian": lambda a: a.astype(">f4"),
+        "strided": lambda a: np.repeat(a, 2, axis=2)[:, :, ::2],
+        "float16": lambda a: a.astype(np.float16),
+        "float64": lambda a: a.astype(np.float64),
+        "2-D": lambda a: a.reshape(a.shape[0], -1),
+        "wrong length": lambda a: np.append(a, a),
+    }
+    args[name] = converted[value](args[name]) if isinstance(value, str) and value in converted else value
+    assert kernels.depthwise_fast(*args.values()) is None
+
+
+def test_fast_path_takes_the_plain_call(rng):
+    args = _depthwise_arguments(rng)
+    assert kernels.depthwise_fast(*args.values()) is not None
+    x, weight, bias = pointwise_inputs(rng, np.float32)
+    assert kernels.pointwise_fast(x, weight, bias, None, None, False) is not None
+    assert kernels.pointwise_fast(x, weight[None, None], bias, None, None, False) is None  # (1, 1, Cin, Cout)
+    assert kernels.pointwise_fast(x, weight[:-1], bias, None, None, False) is None  # Cin mismatch
