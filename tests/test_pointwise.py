@@ -127,6 +127,19 @@ def test_wide_and_deep_channels(rng, cin, cout, shape, dtype):
     check_pointwise(x, weight, bias)
 
 
+@dtypes
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_weights_packed_as_used_equal_weights_packed_ahead(rng, dtype, threads):
+    # A large W (over 512 KB) and one image of 7x7 pixels: one block of rows, so each thread packs the
+    # panels it uses as it goes; in a batch of 64 images W is packed ahead. Every output element is the
+    # same sum either way, bit for bit.
+    x, weight, bias = pointwise_inputs(rng, dtype, n=64, h=7, w=7, cin=600, cout=330)
+    batch = dwcy.pointwise_conv2d(x, weight, bias, activation="relu6", num_threads=threads)
+    single = dwcy.pointwise_conv2d(x[:1], weight, bias, activation="relu6", num_threads=threads)
+    np.testing.assert_array_equal(single, batch[:1])
+    check_pointwise(x[:1], weight, bias, activation="relu6")
+
+
 # ----------------------------------------------------------------------------------------- options
 
 

@@ -109,14 +109,12 @@ cdef Plan *pointwise_plan_f64(const double *weight, const double *bias, Py_ssize
 
 cdef int pointwise_run_f32(const Plan *plan, const float *x, float *y, Py_ssize_t pixels, int activation,
                            int num_threads) noexcept nogil:
-    _pw_run_packed(&plan.pointwise, x, y, pixels, activation, num_threads)
-    return 0
+    return _pw_run_packed(&plan.pointwise, x, y, pixels, activation, num_threads)
 
 
 cdef int pointwise_run_f64(const Plan *plan, const double *x, double *y, Py_ssize_t pixels, int activation,
                            int num_threads) noexcept nogil:
-    _pw_run_packed(&plan.pointwise, x, y, pixels, activation, num_threads)
-    return 0
+    return _pw_run_packed(&plan.pointwise, x, y, pixels, activation, num_threads)
 
 
 cdef Plan *separable_plan_f32(const float *dw_weight, const float *dw_bias, const float *pw_weight,

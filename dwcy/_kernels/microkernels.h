@@ -37,6 +37,9 @@
  *                  while every panel of W passes over them), and at most this many MR-row tiles
  * DWCY_GEMM_KC     pointwise: the most input channels in a block of K (K is split evenly into blocks),
  *                  so that a panel's block (KC x NR) stays in L1
+ * DWCY_GEMM_PACK_AHEAD_BYTES
+ *                  pointwise: with a single block of rows, weights larger than this are packed a panel
+ *                  block at a time as the tiles use them (into L1), not all ahead (into memory)
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
@@ -49,6 +52,7 @@
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320
+#define DWCY_GEMM_PACK_AHEAD_BYTES (512 * 1024)
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 262144

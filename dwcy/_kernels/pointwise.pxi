@@ -13,7 +13,8 @@
 #
 # W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
 # blocks of panels (KC x NR): read in place, a panel's rows would lie Cout elements apart, which maps
-# them onto a few sets of L1 (and, for a wide W, one page each). Rows that do not fill an MR-row tile take 4-row tiles, the last of which
+# them onto a few sets of L1 (and, for a wide W, one page each). A large W read by a single block of rows
+# is packed a panel block at a time instead, as the tiles need it (_pw_run). Rows that do not fill an MR-row tile take 4-row tiles, the last of which
 # reads and stores only the rows that exist; a last panel of one vector or less takes one-vector tiles,
 # and the tiles store only the panel's columns (a masked store for the last vector): nothing outside the
 # caller's arrays is touched.
@@ -26,6 +27,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_KC
+    int DWCY_GEMM_PACK_AHEAD_BYTES
     void dwcy_pack_panel_f32(const float *w, Py_ssize_t k, Py_ssize_t ldw, int cols, float *panel) noexcept
     void dwcy_pack_panel_f64(const double *w, Py_ssize_t k, Py_ssize_t ldw, int cols, double *panel) noexcept
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
@@ -65,28 +67,42 @@ cdef inline const floating *_gemm_panel(const GemmWeights *gw, Py_ssize_t k0, Py
     return <const floating *>gw.panels_data + k0 * gw.panels * gw.nr + p * kcb * gw.nr
 
 
+cdef inline Py_ssize_t _gemm_padded_n(Py_ssize_t n, int lanes) noexcept nogil:
+    """n rounded up to whole panels (NR = 2 vectors)."""
+    return (n + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
+
+
+cdef void _gemm_describe(Py_ssize_t k, Py_ssize_t n, int lanes, void *panels_data, void *bias,
+                         GemmWeights *gw) noexcept nogil:
+    """Fill gw for weights (k, n): the panel width and count, the block of K, where panels and bias go."""
+    gw.k = k
+    gw.n = n
+    gw.nr = 2 * lanes
+    gw.panels = (n + gw.nr - 1) // gw.nr
+    gw.kc = _gemm_kc(k)
+    gw.panels_data = panels_data
+    gw.bias = bias
+
+
+cdef void _gemm_pack_bias(const floating *bias, const GemmWeights *gw, floating *padded) noexcept nogil:
+    """The bias (n,) or NULL, zero-padded to whole panels."""
+    memset(padded, 0, gw.panels * gw.nr * sizeof(floating))
+    if bias != NULL:
+        memcpy(padded, bias, gw.n * sizeof(floating))
+
+
 cdef void _gemm_pack(const floating *weight, const floating *bias, Py_ssize_t k, Py_ssize_t n,
                      floating *packed, GemmWeights *gw) noexcept nogil:
     """Pack weight (k, n) and bias (n,) or NULL into ``packed`` (_gemm_packed_size elements); fill gw."""
-    cdef Py_ssize_t nr = 2 * _lanes(weight)
     cdef Py_ssize_t p, k0 = 0, kcb
-    gw.k = k
-    gw.n = n
-    gw.nr = nr
-    gw.panels = (n + nr - 1) // nr
-    gw.kc = _gemm_kc(k)
-    gw.panels_data = packed
-    cdef floating *bias_padded = packed + k * gw.panels * nr
-    gw.bias = bias_padded
+    _gemm_describe(k, n, _lanes(weight), packed, packed + k * _gemm_padded_n(n, _lanes(weight)), gw)
     while k0 < k:
         kcb = min(gw.kc, k - k0)
         for p in range(gw.panels):
-            _pack_panel(weight + k0 * n, kcb, n, p * nr, min(nr, n - p * nr), nr,
+            _pack_panel(weight + k0 * n, kcb, n, p * gw.nr, min(gw.nr, n - p * gw.nr), gw.nr,
                         <floating *>_gemm_panel(gw, k0, p, weight))
         k0 += kcb
-    memset(bias_padded, 0, gw.panels * nr * sizeof(floating))
-    if bias != NULL:
-        memcpy(bias_padded, bias, n * sizeof(floating))
+    _gemm_pack_bias(bias, gw, <floating *>gw.bias)
 
 
 cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssize_t col, Py_ssize_t cols,
@@ -144,22 +160,30 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                     Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation) noexcept nogil:
+                     Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation,
+                     const floating *weight=NULL, floating *panel=NULL) noexcept nogil:
     """c[:rows, panels] = activation(a @ W[:, panels] + bias); a (rows, k) and c (rows, n) row-major.
 
     K is taken in blocks (the tiles carry the partial sums over in c); the tiles read whole vectors from
-    the packed panels and store only the panel's columns.
+    the packed panels and store only the panel's columns. With ``weight`` (k, n) (and gw.panels_data
+    NULL), each block of a panel is packed into ``panel`` (kc x nr) just before its tiles read it.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
     cdef Py_ssize_t p, col, kcb, k0 = 0
+    cdef const floating *b
     cdef int act
     while k0 < k:
         kcb = min(gw.kc, k - k0)
         act = activation if k0 + kcb == k else 0  # the activation after the whole sum only
         for p in range(panel_begin, panel_end):
             col = p * nr
-            _gemm_cols(kcb, a + k0, k, rows, _gemm_panel(gw, k0, p, a), nr, <const floating *>gw.bias + col,
-                       c + col, n, <int>min(nr, n - col), k0 == 0, act)
+            if weight != NULL:
+                _pack_panel(weight + k0 * n, kcb, n, col, min(nr, n - col), nr, panel)
+                b = panel
+            else:
+                b = _gemm_panel(gw, k0, p, a)
+            _gemm_cols(kcb, a + k0, k, rows, b, nr, <const floating *>gw.bias + col, c + col, n,
+                       <int>min(nr, n - col), k0 == 0, act)
         k0 += kcb
 
 
@@ -178,20 +202,39 @@ cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t rows, Py_ssize_t k, Py_ssize_
 cdef int _pw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int activation, int num_threads,
                  bint flush=False) noexcept nogil:
-    """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory."""
+    """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory.
+
+    With one block of rows (small images), every panel is read by one block only; then a W larger than
+    DWCY_GEMM_PACK_AHEAD_BYTES is packed a panel block at a time, by the thread that uses it, into a buffer
+    that stays in L1, rather than all at once into memory (for a 960 x 320 W: 1.2 MB written and read back,
+    a sixth of the call). Otherwise W is packed once, ahead.
+    """
+    cdef int lanes = _lanes(x)
     cdef GemmWeights gw
-    cdef floating *packed = <floating *>dwcy_malloc64(_gemm_packed_size(k, n, _lanes(x)) * sizeof(floating))
-    if packed == NULL:
-        return -1
-    _gemm_pack(weight, bias, k, n, packed, &gw)
-    _pw_run_packed(&gw, x, y, pixels, activation, num_threads, flush)
+    cdef floating *packed
+    cdef int rc
+    if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)) and k * n * sizeof(floating) > DWCY_GEMM_PACK_AHEAD_BYTES:
+        packed = <floating *>dwcy_malloc64(_gemm_padded_n(n, lanes) * sizeof(floating))  # the bias only
+        if packed == NULL:
+            return -1
+        _gemm_describe(k, n, lanes, NULL, packed, &gw)
+        _gemm_pack_bias(bias, &gw, packed)
+        rc = _pw_run_packed(&gw, x, y, pixels, activation, num_threads, flush, weight)
+    else:
+        packed = <floating *>dwcy_malloc64(_gemm_packed_size(k, n, lanes) * sizeof(floating))
+        if packed == NULL:
+            return -1
+        _gemm_pack(weight, bias, k, n, packed, &gw)
+        rc = _pw_run_packed(&gw, x, y, pixels, activation, num_threads, flush)
     dwcy_free64(packed)
-    return 0
+    return rc
 
 
-cdef void _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
-                         int activation, int num_threads, bint flush=False) noexcept nogil:
-    """y (pixels, n) = activation(x (pixels, k) @ W + bias), W and bias packed in gw; ``flush``: FTZ/DAZ."""
+cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
+                        int activation, int num_threads, bint flush=False,
+                        const floating *weight=NULL) noexcept nogil:
+    """y (pixels, n) = activation(x (pixels, k) @ W + bias), W and bias packed in gw, or (``weight``) W as
+    it is, its panels packed as they are used (_gemm_rows); ``flush``: FTZ/DAZ. 0, or -1 out of memory."""
     cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, gw.k, sizeof(floating))
     cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
     # Few row blocks (small images): also split the panels, so every thread gets work.
@@ -202,27 +245,37 @@ cdef void _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, 
         chunks = min(gw.panels, (4 * wanted + blocks - 1) // blocks)
     cdef Py_ssize_t items = blocks * chunks
     cdef int threads = _threads_for(num_threads, items, multiply_adds)
+    cdef Py_ssize_t panel_size = gw.kc * gw.nr if weight != NULL else 0
+    cdef floating *panels = NULL
+    if weight != NULL:
+        panels = <floating *>dwcy_malloc64(threads * panel_size * sizeof(floating))
+        if panels == NULL:
+            return -1
     cdef Py_ssize_t item
     cdef unsigned int fpu = 0
     if threads == 1:
         fpu = dwcy_fpu_enter(flush)
         for item in range(items):
-            _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+            _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight, panels)
         dwcy_fpu_exit(flush, fpu)
     else:
         with parallel(num_threads=threads):
             fpu = dwcy_fpu_enter(flush)
             for item in prange(items, schedule="static"):
-                _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation)
+                _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight,
+                         panels + omp_get_thread_num() * panel_size)
             dwcy_fpu_exit(flush, fpu)
+    dwcy_free64(panels)
+    return 0
 
 
 cdef inline void _pw_item(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
-                          Py_ssize_t block_rows, Py_ssize_t chunks, Py_ssize_t item, int activation) noexcept nogil:
+                          Py_ssize_t block_rows, Py_ssize_t chunks, Py_ssize_t item, int activation,
+                          const floating *weight, floating *panel) noexcept nogil:
     """Work item = (row block, panel chunk)."""
     cdef Py_ssize_t block = item // chunks
     cdef Py_ssize_t chunk = item - block * chunks
     cdef Py_ssize_t row0 = block * block_rows
     cdef Py_ssize_t rows = min(block_rows, pixels - row0)
     _gemm_rows(gw, x + row0 * gw.k, rows, y + row0 * gw.n, chunk * gw.panels // chunks,
-               (chunk + 1) * gw.panels // chunks, activation)
+               (chunk + 1) * gw.panels // chunks, activation, weight, panel)

@@ -109,6 +109,6 @@ cdef int _sep_run_unfused(const floating *x, const floating *dw_packed, const Ge
         return -1
     cdef int rc = _dw_run_packed(x, dw_packed, mid, g, num_threads, flush)
     if rc == 0:
-        _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads, flush)
+        rc = _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads, flush)
     dwcy_free64(mid)
     return rc
