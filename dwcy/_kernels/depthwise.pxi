@@ -1,8 +1,8 @@
 # Depthwise convolution, NHWC: the framework loops around the register tiles of microkernels.h.
 #
-# Work items are bands of output rows of one image (a whole image, or smaller bands when threads need
-# more items). A band runs in chunks of channel blocks (a block: one vector, LANES channels) when the
-# image's input fits in L2, each chunk over all the band's rows, so that the input rows consecutive
+# Work items are one image's output rows and channels, or with several threads and few images, groups
+# of channel blocks and bands of rows (_dw_split). A band runs in chunks of channel blocks (a block: one
+# vector, LANES channels) when the image's input fits in L2, each chunk over all the band's rows, so that the input rows consecutive
 # output rows share stay in L1; larger images run all blocks row by row, reading each row in memory
 # order (_dw_chunk). In a row:
 #
@@ -426,26 +426,28 @@ cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t item
 
 cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
                    const floating *wpack, const floating *bpack, floating *y, floating *expand_buf,
-                   bint weights_finite) noexcept nogil:
-    """Output rows item0 .. item0+rows-1 (item = n * out_h + oh, all of one image) into y, all channels:
-    a chunk of channel blocks (_dw_chunk) over all the rows, then the next chunk."""
+                   bint weights_finite, Py_ssize_t group=0, Py_ssize_t groups=1) noexcept nogil:
+    """Output rows item0 .. item0+rows-1 (item = n * out_h + oh, all of one image) into y, the channels of
+    ``group`` of ``groups`` even groups of channel blocks (the last with the channel tail): a chunk of
+    channel blocks (_dw_chunk) over all the rows, then the next chunk."""
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
+    cdef Py_ssize_t first = group * blocks // groups, end = (group + 1) * blocks // groups
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
-    cdef Py_ssize_t chunks = max(1, (blocks + chunk - 1) // chunk)
+    cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
     cdef DwRow r
-    if g.m > 1:
+    if g.m > 1:  # (one group: the expanded rows serve all channels)
         _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
     else:
         for c in range(chunks):  # even chunks
-            b0 = c * blocks // chunks
-            b1 = (c + 1) * blocks // chunks
+            b0 = first + c * (end - first) // chunks
+            b1 = first + (c + 1) * (end - first) // chunks
             for i in range(rows):
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
-                _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1)
-    if not weights_finite:
+                _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1 and group == groups - 1)
+    if not weights_finite and group == groups - 1:
         for i in range(rows):
             _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
             _dw_poison_padded_taps(&r, g, wpack, y + i * row_size)
@@ -501,13 +503,24 @@ cdef void _dw_pack_weights(const floating *weight, const floating *bias, const D
              <floating *>_dw_packed_bias(packed, g))
 
 
-cdef Py_ssize_t _dw_band_rows(const DwGeometry *g, int threads) noexcept nogil:
-    """Output rows per work item: a whole image, or with several threads and few images, even bands
-    giving every thread four or more."""
-    cdef Py_ssize_t bands = 1
-    if threads > 1 and g.n < 4 * threads:
-        bands = min(g.oh, (4 * threads + g.n - 1) // g.n)
-    return (g.oh + bands - 1) // bands
+cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int threads, bint weights_finite,
+                    Py_ssize_t *band_rows, Py_ssize_t *groups) noexcept nogil:
+    """Work items: bands of output rows x groups of channel blocks (_dw_band). One image's rows and channels
+    a work item, or with several threads and few images, four items or more per thread: for an image whose
+    input fits in L2 (as for _dw_chunk), groups of channels first (each reads its own slice of every row,
+    and keeps the rows consecutive output rows share in cache), then bands of rows; for a larger one, bands
+    only (slices of rows would stream from L3 or memory far slower than whole rows). One group with a
+    multiplier (its expanded rows serve all channels) or with weights that are not all finite (the NaNs of
+    their padded taps go in after all of a row's channels)."""
+    cdef Py_ssize_t want = 4 * threads if threads > 1 else 1
+    cdef Py_ssize_t blocks = (g.c * g.m) // lanes
+    cdef Py_ssize_t grp = 1, bands = 1
+    if g.n < want and g.m == 1 and weights_finite and g.h * g.w * g.c * itemsize <= DWCY_DW_CHUNK_INPUT_BYTES:
+        grp = max(1, min(blocks, (want + g.n - 1) // g.n))
+    if g.n * grp < want:
+        bands = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))
+    band_rows[0] = (g.oh + bands - 1) // bands  # even bands
+    groups[0] = grp
 
 
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
@@ -530,14 +543,15 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     """
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef int threads = _threads_for(num_threads, g.n * g.oh, <double>g.n * g.oh * row_size * g.kh * g.kw)
-    cdef Py_ssize_t band_rows = _dw_band_rows(g, threads)
+    cdef bint finite = _dw_weights_finite(packed, g)
+    cdef Py_ssize_t band_rows, groups
+    _dw_split(g, _lanes(x), sizeof(floating), threads, finite, &band_rows, &groups)
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows  # per image
-    cdef Py_ssize_t items = g.n * bands
+    cdef Py_ssize_t items = g.n * bands * groups
     threads = <int>min(threads, items)
     cdef Py_ssize_t expand_size = _dw_expand_size(g, sizeof(floating))
     cdef const floating *bpack = _dw_packed_bias(packed, g)
-    cdef bint finite = _dw_weights_finite(packed, g)
-    cdef Py_ssize_t item, n, oh0
+    cdef Py_ssize_t item, n, oh0, band
     cdef unsigned int fpu = 0
     cdef floating *expand_bufs = NULL
     if expand_size:
@@ -546,21 +560,23 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
             return -1
     if threads == 1:  # in the caller's thread, no OpenMP region
         fpu = dwcy_fpu_enter(flush)
-        for item in range(items):
-            n = item // bands
-            oh0 = (item - n * bands) * band_rows
+        for item in range(items):  # item = (n * bands + band) * groups + group
+            band = item // groups
+            n = band // bands
+            oh0 = (band - n * bands) * band_rows
             _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
-                     y + (n * g.oh + oh0) * row_size, expand_bufs, finite)
+                     y + (n * g.oh + oh0) * row_size, expand_bufs, finite, item % groups, groups)
         dwcy_fpu_exit(flush, fpu)
     else:
         with parallel(num_threads=threads):
             fpu = dwcy_fpu_enter(flush)
             for item in prange(items, schedule="static"):
-                n = item // bands
-                oh0 = (item - n * bands) * band_rows
+                band = item // groups
+                n = band // bands
+                oh0 = (band - n * bands) * band_rows
                 _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
                          y + (n * g.oh + oh0) * row_size, expand_bufs + omp_get_thread_num() * expand_size,
-                         finite)
+                         finite, item % groups, groups)
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(expand_bufs)
     return 0
