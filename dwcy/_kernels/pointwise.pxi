@@ -205,15 +205,19 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
     """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory.
 
     With one block of rows (small images), every panel is read by one block only; then a W larger than
-    DWCY_GEMM_PACK_AHEAD_BYTES is packed a panel block at a time, by the thread that uses it, into a buffer
-    that stays in L1, rather than all at once into memory (for a 960 x 320 W: 1.2 MB written and read back,
-    a sixth of the call). Otherwise W is packed once, ahead.
+    DWCY_GEMM_PACK_AHEAD_BYTES, or any W of a call that runs on several threads, is packed a panel block at
+    a time, by the thread that uses it, into a buffer that stays in L1, rather than all at once into memory
+    (for a 960 x 320 W: 1.2 MB written and read back, a sixth of the call) by one thread while the others
+    wait. Otherwise W is packed once, ahead.
     """
     cdef int lanes = _lanes(x)
     cdef GemmWeights gw
     cdef floating *packed
     cdef int rc
-    if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)) and k * n * sizeof(floating) > DWCY_GEMM_PACK_AHEAD_BYTES:
+    cdef Py_ssize_t panels = (n + 2 * lanes - 1) // (2 * lanes)
+    cdef bint threaded = _threads_for(num_threads, panels, <double>pixels * k * n) > 1
+    if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)) and (
+            threaded or k * n * sizeof(floating) > DWCY_GEMM_PACK_AHEAD_BYTES):
         packed = <floating *>dwcy_malloc64(_gemm_padded_n(n, lanes) * sizeof(floating))  # the bias only
         if packed == NULL:
             return -1
