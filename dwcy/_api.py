@@ -44,11 +44,11 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     -------
     ndarray, shape (N, OH, OW, C*M), the dtype of x
     """
-    if out is None:  # the common call, validated in C (dwcy/_kernels/fast.pxi); None: go the full way
-        y = _kernels.depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads,
-                                    flush_denormals)
-        if y is not None:
-            return y
+    # The common call, validated in C (dwcy/_kernels/fast.pxi); None: the full way.
+    y = _kernels.depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads,
+                                flush_denormals, out)
+    if y is not None:
+        return y
     threads = _threads(num_threads)
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
     y = _kernels.aligned_empty(a.geometry.out_shape, a.x.dtype) if a.out is None else a.out
@@ -80,10 +80,9 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_thr
     -------
     ndarray, shape (N, H, W, Cout), the dtype of x
     """
-    if out is None:
-        y = _kernels.pointwise_fast(x, weight, bias, activation, num_threads, flush_denormals)
-        if y is not None:
-            return y
+    y = _kernels.pointwise_fast(x, weight, bias, activation, num_threads, flush_denormals, out)
+    if y is not None:
+        return y
     threads = _threads(num_threads)
     a = _args.pointwise(x, weight, bias, activation, out)
     y = _kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
@@ -120,6 +119,10 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None,
     -------
     ndarray, shape (N, OH, OW, Cout), the dtype of x
     """
+    y = _kernels.separable_fast(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
+                                padding, dilation, depthwise_activation, activation, num_threads, flush_denormals, out)
+    if y is not None:
+        return y
     threads = _threads(num_threads)
     a = _args.separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding,
                         dilation, depthwise_activation, activation, out, num_threads)

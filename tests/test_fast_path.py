@@ -10,7 +10,7 @@ import pytest
 import dwcy
 from dwcy import kernels
 
-from _helpers import DTYPES, depthwise_inputs, dtype_id, pointwise_inputs
+from _helpers import DTYPES, depthwise_inputs, dtype_id, pointwise_inputs, separable_inputs
 
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 
@@ -23,8 +23,9 @@ def test_depthwise_fast_path_equals_full_way(rng, dtype, multiplier, padding):
     for b in (bias, None):
         fast = kernels.depthwise_fast(x, weight, b, 2, padding, 1, "relu6", 2, False)
         assert fast is not None and fast.ctypes.data % 64 == 0
-        full = dwcy.depthwise_conv2d(x, weight, b, stride=2, padding=padding, activation="relu6", num_threads=2,
-                                     out=np.empty_like(fast))  # out= always goes the full way
+        args = dwcy._args.depthwise(x, weight, b, 2, padding, 1, "relu6", None)
+        full = np.empty_like(fast)
+        kernels.depthwise(args.x, args.weight, args.bias, full, args.geometry, args.activation, 2, False)
         np.testing.assert_array_equal(fast, full)
         np.testing.assert_array_equal(
             dwcy.depthwise_conv2d(x, weight, b, stride=2, padding=padding, activation="relu6", num_threads=2), full)
@@ -36,8 +37,56 @@ def test_pointwise_fast_path_equals_full_way(rng, dtype):
     for b in (bias, None):
         fast = kernels.pointwise_fast(x, weight, b, "hardswish", None, False)
         assert fast is not None and fast.ctypes.data % 64 == 0
-        full = dwcy.pointwise_conv2d(x, weight, b, activation="hardswish", out=np.empty_like(fast))
+        args = dwcy._args.pointwise(x, weight, b, "hardswish", None)
+        full = np.empty_like(fast)
+        kernels.pointwise(args.x, args.weight, args.bias, full, args.activation, 0, False)
         np.testing.assert_array_equal(fast, full)
+
+
+@dtypes
+@pytest.mark.parametrize("multiplier", [None, 2])
+def test_separable_fast_path_equals_full_way(rng, dtype, multiplier):
+    a = separable_inputs(rng, dtype, n=2, h=9, w=11, c=5, multiplier=multiplier, cout=21)
+    fast = kernels.separable_fast(a["x"], a["depthwise_weight"], a["pointwise_weight"], a["depthwise_bias"],
+                                  a["pointwise_bias"], 1, "same", 1, "relu6", None, None, False)
+    assert fast is not None and fast.ctypes.data % 64 == 0
+    s = dwcy._args.separable(a["x"], a["depthwise_weight"], a["pointwise_weight"], a["depthwise_bias"],
+                             a["pointwise_bias"], 1, "same", 1, "relu6", None, None, None)
+    full = np.empty_like(fast)
+    kernels.separable(s.depthwise.x, s.depthwise.weight, s.depthwise.bias, s.pointwise_weight, s.pointwise_bias,
+                      full, s.depthwise.geometry, s.depthwise.activation, s.activation, 0, False)
+    np.testing.assert_array_equal(fast, full)
+    np.testing.assert_array_equal(dwcy.separable_conv2d(**a, padding="same", depthwise_activation="relu6"), full)
+
+
+@dtypes
+def test_fast_path_writes_a_plain_out_and_declines_any_other(rng, dtype):
+    x, weight, bias = depthwise_inputs(rng, dtype, n=1, h=6, w=7, c=5)
+    expected = dwcy.depthwise_conv2d(x, weight, bias, padding="same")
+
+    def fast(out):
+        return kernels.depthwise_fast(x, weight, bias, 1, "same", 1, None, None, False, out)
+
+    out = np.full(expected.shape, np.nan, dtype)
+    assert fast(out) is out
+    np.testing.assert_array_equal(out, expected)
+    big = np.zeros((2,) + expected.shape[1:], dtype)
+    for declined in (
+        np.zeros(expected.shape, np.float16),                      # another dtype
+        np.zeros(expected.shape, np.dtype(dtype).newbyteorder()),  # byte-swapped
+        np.zeros((1, 6, 7, 6), dtype)[..., :5],                    # not contiguous
+        np.zeros((1, 6, 7, 4), dtype),                             # another shape
+        big[1:],                                                   # fine: contiguous, apart from the inputs
+    ):
+        result = fast(declined)
+        assert (result is declined) if declined.base is big else result is None
+    aliased = np.zeros(x.size + 64, dtype)
+    x_in = aliased[:x.size].reshape(x.shape)
+    x_in[...] = x
+    out = aliased[16:16 + expected.size].reshape(expected.shape)  # overlaps x: the full way raises
+    assert kernels.depthwise_fast(x_in, weight, bias, 1, "same", 1, None, None, False, out) is None
+    with pytest.raises(ValueError, match="overlaps"):
+        dwcy.depthwise_conv2d(x_in, weight, bias, padding="same", out=out)
 
 
 def _depthwise_arguments(rng):

@@ -44,8 +44,32 @@ cdef inline int _fast_activation(object activation) noexcept:
     return _ACTIVATION_CODES.get(activation, -1)
 
 
-def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, bint flush):
-    """dwcy.depthwise_conv2d(..., out=None) for plainly valid arguments, or None (see the top of this file)."""
+cdef inline bint _apart(object a, object b):
+    """Do two C-contiguous arrays (b may be None) occupy disjoint memory? (Exact for contiguous arrays.)"""
+    if b is None:
+        return True
+    cdef char *a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef char *b0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
+    return a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a) <= b0 or b0 + cnp.PyArray_NBYTES(<cnp.ndarray>b) <= a0
+
+
+cdef object _fast_out(object out, tuple shape, int type_num, object dtype, tuple inputs):
+    """The output array: a new aligned one for out=None, ``out`` itself when it is plainly valid (exactly
+    shape and dtype, C-contiguous, aligned, writeable, apart from every input), else None."""
+    if out is None:
+        return aligned_empty(shape, dtype)
+    if not (type(out) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>out) == type_num
+            and cnp.PyArray_ISCARRAY(<cnp.ndarray>out) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>out)
+            and out.shape == shape):
+        return None
+    for a in inputs:
+        if not _apart(out, a):
+            return None
+    return out
+
+
+def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, bint flush, out=None):
+    """dwcy.depthwise_conv2d for plainly valid arguments, or None (see the top of this file)."""
     cdef int t = _fast_type(x)
     cdef int threads = _fast_threads(num_threads)
     cdef int act = _fast_activation(activation)
@@ -61,13 +85,14 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
         return None
     if bias is not None and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) != geometry.out_channels:
         return None
-    y = aligned_empty(geometry.out_shape, x.dtype)
-    depthwise(x, weight, bias, y, geometry, act, threads, flush)
+    y = _fast_out(out, geometry.out_shape, t, x.dtype, (x, weight, bias))
+    if y is not None:
+        depthwise(x, weight, bias, y, geometry, act, threads, flush)
     return y
 
 
-def pointwise_fast(x, weight, bias, activation, num_threads, bint flush):
-    """dwcy.pointwise_conv2d(..., out=None) for plainly valid arguments (weight (Cin, Cout)), or None."""
+def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=None):
+    """dwcy.pointwise_conv2d for plainly valid arguments (weight (Cin, Cout)), or None."""
     cdef int t = _fast_type(x)
     cdef int threads = _fast_threads(num_threads)
     cdef int act = _fast_activation(activation)
@@ -83,6 +108,41 @@ def pointwise_fast(x, weight, bias, activation, num_threads, bint flush):
     if cnp.PyArray_DIM(<cnp.ndarray>x, 0) * cnp.PyArray_DIM(<cnp.ndarray>x, 1) * cnp.PyArray_DIM(<cnp.ndarray>x, 2) \
             >= _args._MAX_ELEMENTS // max(1, cout):
         return None  # (the full way says the output is too large)
-    y = aligned_empty(shape, x.dtype)
-    pointwise(x, weight, bias, y, act, threads, flush)
+    y = _fast_out(out, shape, t, x.dtype, (x, weight, bias))
+    if y is not None:
+        pointwise(x, weight, bias, y, act, threads, flush)
+    return y
+
+
+def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, dilation, dw_activation,
+                   activation, num_threads, bint flush, out=None):
+    """dwcy.separable_conv2d for plainly valid arguments (pointwise weight (C*M, Cout)), or None."""
+    cdef int t = _fast_type(x)
+    cdef int threads = _fast_threads(num_threads)
+    cdef int dw_act = _fast_activation(dw_activation), act = _fast_activation(activation)
+    if t < 0 or threads < 0 or dw_act < 0 or act < 0 or not _plain(x, t, 4) or not _plain(pw_weight, t, 2):
+        return None
+    if not (_plain(dw_weight, t, 3) or _plain(dw_weight, t, 4)):
+        return None
+    if (dw_bias is not None and not _plain(dw_bias, t, 1)) or (pw_bias is not None and not _plain(pw_bias, t, 1)):
+        return None
+    if not (type(stride) is int and type(dilation) is int and (type(padding) is str or type(padding) is int)):
+        return None
+    try:
+        geometry = _cached_geometry(x.shape, dw_weight.shape, stride, padding, dilation, "depthwise_weight")
+    except (TypeError, ValueError, OverflowError):
+        return None
+    cdef Py_ssize_t cout = cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 1)
+    if cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 0) != geometry.out_channels:
+        return None
+    if dw_bias is not None and cnp.PyArray_DIM(<cnp.ndarray>dw_bias, 0) != geometry.out_channels:
+        return None
+    if pw_bias is not None and cnp.PyArray_DIM(<cnp.ndarray>pw_bias, 0) != cout:
+        return None
+    if geometry.n * geometry.out_h * geometry.out_w >= _args._MAX_ELEMENTS // max(1, cout):
+        return None  # (the full way says the output is too large)
+    shape = (geometry.n, geometry.out_h, geometry.out_w, cout)
+    y = _fast_out(out, shape, t, x.dtype, (x, dw_weight, pw_weight, dw_bias, pw_bias))
+    if y is not None:
+        separable(x, dw_weight, dw_bias, pw_weight, pw_bias, y, geometry, dw_act, act, threads, flush)
     return y

@@ -37,11 +37,37 @@ cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_p
     _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation)
 
 
+cdef bint _sep_fuses(const DwGeometry *g, Py_ssize_t cout, Py_ssize_t itemsize, int num_threads,
+                     Py_ssize_t *band_rows) noexcept nogil:
+    """Does fusing pay here (and with which bands)? It saves writing and reading the intermediate tensor,
+    and costs each band a pass over the pointwise weights: worth it for a large intermediate and bands
+    larger than half the weights."""
+    cdef Py_ssize_t k = g.c * g.m
+    cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
+    cdef int threads = _threads_for(num_threads, g.n * g.oh, <double>intermediate * (g.kh * g.kw + cout))
+    band_rows[0] = _band_rows(g, itemsize, threads)
+    return intermediate * itemsize > DWCY_FUSE_MIN_BYTES and 2 * band_rows[0] * g.ow * k >= k * cout
+
+
 cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *dw_bias,
                   const floating *pw_weight, const floating *pw_bias, floating *y, const DwGeometry *g,
                   Py_ssize_t cout, int activation, int num_threads, bint flush=False) noexcept nogil:
-    """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out."""
+    """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out.
+
+    Unfused, it is depthwise_conv2d then pointwise_conv2d exactly, each packing its weights its own way."""
     cdef int lanes = _lanes(x)
+    cdef Py_ssize_t band_rows, pixels = g.n * g.oh * g.ow
+    cdef floating *mid
+    cdef int rc
+    if not _sep_fuses(g, cout, sizeof(floating), num_threads, &band_rows):
+        mid = <floating *>dwcy_malloc64(pixels * g.c * g.m * sizeof(floating))
+        if mid == NULL:
+            return -1
+        rc = _dw_run(x, dw_weight, dw_bias, mid, g, num_threads, flush)
+        if rc == 0:
+            rc = _pw_run(mid, pw_weight, pw_bias, y, pixels, g.c * g.m, cout, activation, num_threads, flush)
+        dwcy_free64(mid)
+        return rc
     cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes)
     cdef floating *packed = <floating *>dwcy_malloc64((dw_size + _gemm_packed_size(g.c * g.m, cout, lanes))
                                                * sizeof(floating))
@@ -50,7 +76,7 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     cdef GemmWeights gw
     _dw_pack_weights(dw_weight, dw_bias, g, packed)
     _gemm_pack(pw_weight, pw_bias, g.c * g.m, cout, packed + dw_size, &gw)
-    cdef int rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads, flush)
+    rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads, flush)
     dwcy_free64(packed)
     return rc
 
@@ -62,12 +88,10 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
     cdef double multiply_adds = <double>intermediate * (g.kh * g.kw + gw.n)
-    cdef int threads = _threads_for(num_threads, g.n * g.oh, multiply_adds)
-    cdef Py_ssize_t band_rows = _band_rows(g, sizeof(floating), threads)
-    # Fusing saves writing and reading the intermediate tensor, and costs each band a pass over the
-    # pointwise weights: worth it for a large intermediate and bands larger than half the weights.
-    if intermediate * sizeof(floating) <= DWCY_FUSE_MIN_BYTES or 2 * band_rows * g.ow * k < k * gw.n:
+    cdef Py_ssize_t band_rows
+    if not _sep_fuses(g, gw.n, sizeof(floating), num_threads, &band_rows):
         return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate, flush)
+    cdef int threads
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
     threads = _threads_for(num_threads, items, multiply_adds)
