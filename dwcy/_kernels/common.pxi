@@ -127,6 +127,7 @@ def max_threads():
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_MIN_WORK_PER_THREAD
+    int DWCY_DW_MADD_COST
 
 
 cdef inline int _threads_for(int requested, Py_ssize_t work_items, double multiply_adds) noexcept nogil:

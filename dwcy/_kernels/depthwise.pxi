@@ -542,7 +542,8 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
     """
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
-    cdef int threads = _threads_for(num_threads, g.n * g.oh, <double>g.n * g.oh * row_size * g.kh * g.kw)
+    cdef int threads = _threads_for(num_threads, g.n * g.oh,
+                                    <double>g.n * g.oh * row_size * g.kh * g.kw * DWCY_DW_MADD_COST)
     cdef bint finite = _dw_weights_finite(packed, g)
     cdef Py_ssize_t band_rows, groups
     _dw_split(g, _lanes(x), sizeof(floating), threads, finite, &band_rows, &groups)

@@ -41,7 +41,9 @@
  *                  pointwise: with a single block of rows, weights larger than this are packed a panel
  *                  block at a time as the tiles use them (into L1), not all ahead (into memory)
  * DWCY_MIN_WORK_PER_THREAD
- *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us)
+ *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us),
+ *                  counted as pointwise ones: a depthwise multiply-add counts DWCY_DW_MADD_COST of them
+ *                  (it loads its input and weight for one use only, and runs about that many times slower)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
  * DWCY_FUSE_MIN_BYTES
  *                  separable: below this many bytes of intermediate tensor, the stages run unfused
@@ -56,6 +58,7 @@
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 262144
+#define DWCY_DW_MADD_COST 4
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */

@@ -44,7 +44,8 @@ cdef bint _sep_fuses(const DwGeometry *g, Py_ssize_t cout, Py_ssize_t itemsize, 
     larger than half the weights."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
-    cdef int threads = _threads_for(num_threads, g.n * g.oh, <double>intermediate * (g.kh * g.kw + cout))
+    cdef int threads = _threads_for(num_threads, g.n * g.oh,
+                                    <double>intermediate * (g.kh * g.kw * DWCY_DW_MADD_COST + cout))
     band_rows[0] = _band_rows(g, itemsize, threads)
     return intermediate * itemsize > DWCY_FUSE_MIN_BYTES and 2 * band_rows[0] * g.ow * k >= k * cout
 
@@ -87,7 +88,7 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     ``flush``: FTZ/DAZ in every thread, for this call only."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
-    cdef double multiply_adds = <double>intermediate * (g.kh * g.kw + gw.n)
+    cdef double multiply_adds = <double>intermediate * (g.kh * g.kw * DWCY_DW_MADD_COST + gw.n)
     cdef Py_ssize_t band_rows
     if not _sep_fuses(g, gw.n, sizeof(floating), num_threads, &band_rows):
         return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate, flush)
