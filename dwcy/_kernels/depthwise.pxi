@@ -2,9 +2,9 @@
 #
 # Work items are one image's output rows and channels, or with several threads and few images, groups
 # of channel blocks and bands of rows (_dw_split). A band runs in chunks of channel blocks (a block: one
-# vector, LANES channels) when the image's input fits in L2, each chunk over all the band's rows, so that the input rows consecutive
-# output rows share stay in L1; larger images run all blocks row by row, reading each row in memory
-# order (_dw_chunk). In a row:
+# vector, LANES channels) when the image's input fits in L2, each chunk over all the band's rows, so that
+# the input rows consecutive output rows share stay in L1; larger images run all blocks row by row,
+# reading each row in memory order (_dw_chunk). In a row:
 #
 #   3-wide kernels of stride 1 or 2     DWCY_DW_PIXELS pixels x 1 vector a tile from the left edge on,
 #                                       input loads shared among taps, padding columns skipped
@@ -13,13 +13,14 @@
 #   other kernels, borders              1 pixel x 4 vectors a tile, taps clipped to the image
 #
 # Rows whose taps reach into the top/bottom padding run fewer tap rows (nkh < KH); padding is never
-# materialized. The last CO % LANES channels (the tail) go through a plain-C routine that touches only
-# those channels, so nothing is read or written past the caller's arrays. Weights and bias are packed
-# once per call into [block][KH][KW][LANES] (zero-padded), so the tiles load whole vectors.
+# materialized. The last CO % LANES channels (the tail) run in the 3-wide tiles as one more block, with
+# masked loads and stores, and for other kernels through a plain-C routine: either way nothing is read or
+# written past the caller's arrays. Weights and bias are packed once per call into [block][KH][KW][LANES]
+# (zero-padded), so the tiles load whole vectors.
 #
 # A channel multiplier M > 1 (output channel c*M + m reads input channel c) first expands the input rows
-# a row needs into a per-thread buffer with M copies of each channel; the same loops then run on it as on
-# an M = 1 input with C*M channels.
+# of consecutive output rows, once, into a per-thread buffer with M copies of each channel
+# (_dw_band_expanded); the same loops then run on it as on an M = 1 input with C*M channels.
 #
 # Every tile sums an output element the same way (bias, then the taps in (kh, kw) order, padded taps
 # skipped), and which tile computes which element depends on the geometry only: results are bitwise
