@@ -112,6 +112,21 @@ def assert_close_to_reference(actual, reference_fn, *args, terms, **kwargs):
     return expected
 
 
+def strided_x_sharing_out(x, out_shape, layout, fill):
+    """x copied into a non-contiguous view of one buffer whose start is also an ``out`` of out_shape, for the
+    overlap checks (the kernel would get a contiguous copy of x; the overlap with the caller's x still counts).
+
+    ``layout``: "sliced" (every other element) or "negative_strides". Returns (buffer, strided x, out).
+    """
+    buffer = np.full(2 * x.size, fill, x.dtype)
+    out = buffer[:int(np.prod(out_shape))].reshape(out_shape)
+    views = {"sliced": buffer[1::2], "negative_strides": buffer[x.size - 1::-1]}  # x.size elements each
+    strided = views[layout].reshape(x.shape)
+    assert not strided.flags.c_contiguous
+    strided[...] = x
+    return buffer, strided, out
+
+
 def sentinel_filled(shape, dtype, value=np.nan):
     """An output buffer pre-filled with ``value``: any element a kernel fails to write keeps it."""
     return np.full(shape, value, dtype)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import dwcy
-from _helpers import LAYOUTS
+from _helpers import LAYOUTS, strided_x_sharing_out
 
 SENTINEL = 1234.5
 X_SHAPE = (2, 8, 8, 3)
@@ -309,12 +309,7 @@ def test_out_is_x():
 def test_out_overlapping_a_strided_x(layout):
     # A non-contiguous x is copied for the kernel; the overlap with the caller's x still counts.
     x, weight, bias = arrays()
-    buffer = np.full(2 * x.size, SENTINEL, np.float32)
-    out = buffer[:np.prod(OUT_SHAPE)].reshape(OUT_SHAPE)
-    views = {"sliced": buffer[1::2], "negative_strides": buffer[x.size - 1::-1]}  # x.size elements each
-    strided = views[layout].reshape(X_SHAPE)
-    assert not strided.flags.c_contiguous
-    strided[...] = x
+    buffer, strided, out = strided_x_sharing_out(x, OUT_SHAPE, layout, SENTINEL)
     before = buffer.copy()
     assert_rejected(ValueError, r"^out overlaps x", strided, weight, bias, out=out)
     np.testing.assert_array_equal(buffer, before)

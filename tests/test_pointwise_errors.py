@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dwcy
-from _helpers import LAYOUTS, OVERLAP_OFFSETS, assert_rejected, overlapping
+from _helpers import LAYOUTS, OVERLAP_OFFSETS, assert_rejected, overlapping, strided_x_sharing_out
 
 SENTINEL = 1234.5
 CIN, COUT = 3, 4
@@ -190,12 +190,7 @@ def test_out_is_x():
 def test_out_overlapping_a_strided_x(layout):
     # A non-contiguous x is copied for the kernel; the overlap with the caller's x still counts.
     x, weight, bias = arrays()
-    buffer = np.full(2 * x.size, SENTINEL, np.float32)
-    out = buffer[:np.prod(OUT_SHAPE)].reshape(OUT_SHAPE)
-    views = {"sliced": buffer[1::2], "negative_strides": buffer[x.size - 1::-1]}  # x.size elements each
-    strided = views[layout].reshape(X_SHAPE)
-    assert not strided.flags.c_contiguous
-    strided[...] = x
+    buffer, strided, out = strided_x_sharing_out(x, OUT_SHAPE, layout, SENTINEL)
     before = buffer.copy()
     rejected(ValueError, r"^out overlaps x", strided, weight, bias, out=out)
     np.testing.assert_array_equal(buffer, before)

@@ -40,7 +40,7 @@ cdef int separable_f64(const double *x, const double *dw_weight, const double *d
 cdef Plan *_plan_new(const DwGeometry *g, Py_ssize_t cin, Py_ssize_t cout, int itemsize) noexcept nogil:
     """One allocation: the Plan, then (64-byte aligned) the packed depthwise and pointwise weights."""
     cdef int lanes = DWCY_LANES_F32 if itemsize == 4 else DWCY_LANES_F64
-    cdef Py_ssize_t header = (sizeof(Plan) + 63) // 64 * 64
+    cdef Py_ssize_t header = _round_up(sizeof(Plan), 64)
     cdef Py_ssize_t dw_elements = _dw_packed_size(g, lanes) if g != NULL else 0
     cdef Py_ssize_t pw_elements = _gemm_packed_size(cin, cout, lanes) if cout > 0 else 0
     cdef Plan *plan = <Plan *>dwcy_malloc64(header + (dw_elements + pw_elements) * itemsize)

@@ -130,6 +130,11 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_DW_MADD_COST
 
 
+cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t multiple) noexcept nogil:
+    """n rounded up to a multiple of ``multiple``."""
+    return (n + multiple - 1) // multiple * multiple
+
+
 cdef inline int _threads_for(int requested, Py_ssize_t work_items, double multiply_adds) noexcept nogil:
     """Threads for a parallel loop: the request (0: OpenMP's default) at most, never more than the work
     items, and no more than one per DWCY_MIN_WORK_PER_THREAD multiply-adds (starting and joining a

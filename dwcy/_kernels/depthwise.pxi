@@ -353,7 +353,7 @@ cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g, Py_ssize_t itemsize)
         return 0
     cdef Py_ssize_t band = _dw_expand_band(g, itemsize)
     cdef Py_ssize_t rows = min(g.h, (band - 1) * g.sh + (g.kh - 1) * g.dh + 1) if band > 0 else g.kh
-    return (rows * g.w * g.c * g.m + 15) // 16 * 16
+    return _round_up(rows * g.w * g.c * g.m, 16)
 
 
 cdef bint _dw_weights_finite(const floating *packed, const DwGeometry *g) noexcept nogil:
@@ -412,14 +412,20 @@ cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item,
         r.row_step = row
 
 
+cdef inline bint _dw_image_in_l2(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
+    """Does one image's input fit in L2 (DWCY_DW_CHUNK_INPUT_BYTES)? Then slices of its rows (a chunk or a
+    group of channel blocks) come from L2; those of a larger one would stream from L3 or memory far slower
+    than whole rows."""
+    return g.h * g.w * g.c * itemsize <= DWCY_DW_CHUNK_INPUT_BYTES
+
+
 cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
-    """Channel blocks a band of rows runs at a time. When an image's input fits in L2
-    (DWCY_DW_CHUNK_INPUT_BYTES): as many as keep the input rows that consecutive output rows share in L1
+    """Channel blocks a band of rows runs at a time. When an image's input fits in L2: as many as keep the input rows that consecutive output rows share in L1
     (DWCY_DW_L1_BYTES), so that each input line comes from L2 once per block, not once per output row.
     Otherwise all of them: each row is then read in memory order, which streams from L3 or memory far
     better than one chunk's slice of it. All of them with a multiplier too (rows are expanded per row)."""
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    if g.m > 1 or g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES:
+    if g.m > 1 or not _dw_image_in_l2(g, itemsize):
         return max(1, blocks)
     cdef Py_ssize_t span = ((g.kh - 1) * g.dh + 1) * g.w * lanes * itemsize  # bytes of one block
     return max(1, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
@@ -508,15 +514,14 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
                     Py_ssize_t *band_rows, Py_ssize_t *groups) noexcept nogil:
     """Work items: bands of output rows x groups of channel blocks (_dw_band). One image's rows and channels
     a work item, or with several threads and few images, four items or more per thread: for an image whose
-    input fits in L2 (as for _dw_chunk), groups of channels first (each reads its own slice of every row,
-    and keeps the rows consecutive output rows share in cache), then bands of rows; for a larger one, bands
-    only (slices of rows would stream from L3 or memory far slower than whole rows). One group with a
+    input fits in L2, groups of channels first (each reads its own slice of every row, and keeps the rows
+    consecutive output rows share in cache), then bands of rows; for a larger one, bands only. One group with a
     multiplier (its expanded rows serve all channels) or with weights that are not all finite (the NaNs of
     their padded taps go in after all of a row's channels)."""
     cdef Py_ssize_t want = 4 * threads if threads > 1 else 1
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     cdef Py_ssize_t grp = 1, bands = 1
-    if g.n < want and g.m == 1 and weights_finite and g.h * g.w * g.c * itemsize <= DWCY_DW_CHUNK_INPUT_BYTES:
+    if g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize):
         grp = max(1, min(blocks, (want + g.n - 1) // g.n))
     if g.n * grp < want:
         bands = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))

@@ -68,6 +68,31 @@ cdef object _fast_out(object out, tuple shape, int type_num, object dtype, tuple
     return out
 
 
+cdef inline bint _plain_bias(object bias, int type_num, Py_ssize_t length):
+    """None, or a plain 1-D array of ``length`` elements."""
+    return bias is None or (_plain(bias, type_num, 1) and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) == length)
+
+
+cdef object _fast_geometry(object x, object weight, int type_num, object stride, object padding, object dilation,
+                           str weight_name):
+    """The cached DepthwiseGeometry for a plain depthwise weight and the common argument forms, else None."""
+    if not (_plain(weight, type_num, 3) or _plain(weight, type_num, 4)):
+        return None
+    if not (type(stride) is int and type(dilation) is int and (type(padding) is str or type(padding) is int)):
+        return None
+    try:
+        return _cached_geometry(x.shape, weight.shape, stride, padding, dilation, weight_name)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+cdef object _pointwise_shape(Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t cout):
+    """(n, h, w, cout), or None for an output too large (the full way says so)."""
+    if n * h * w >= _args._MAX_ELEMENTS // max(1, cout):
+        return None
+    return (n, h, w, cout)
+
+
 def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, bint flush, out=None):
     """dwcy.depthwise_conv2d for plainly valid arguments, or None (see the top of this file)."""
     cdef int t = _fast_type(x)
@@ -75,15 +100,8 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
     cdef int act = _fast_activation(activation)
     if t < 0 or threads < 0 or act < 0 or not _plain(x, t, 4):
         return None
-    if not (_plain(weight, t, 3) or _plain(weight, t, 4)) or (bias is not None and not _plain(bias, t, 1)):
-        return None
-    if not (type(stride) is int and type(dilation) is int and (type(padding) is str or type(padding) is int)):
-        return None
-    try:
-        geometry = _cached_geometry(x.shape, weight.shape, stride, padding, dilation, "weight")
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if bias is not None and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) != geometry.out_channels:
+    geometry = _fast_geometry(x, weight, t, stride, padding, dilation, "weight")
+    if geometry is None or not _plain_bias(bias, t, geometry.out_channels):
         return None
     y = _fast_out(out, geometry.out_shape, t, x.dtype, (x, weight, bias))
     if y is not None:
@@ -98,17 +116,12 @@ def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=Non
     cdef int act = _fast_activation(activation)
     if t < 0 or threads < 0 or act < 0 or not _plain(x, t, 4) or not _plain(weight, t, 2):
         return None
-    cdef Py_ssize_t cin = cnp.PyArray_DIM(<cnp.ndarray>x, 3), cout = cnp.PyArray_DIM(<cnp.ndarray>weight, 1)
-    if cnp.PyArray_DIM(<cnp.ndarray>weight, 0) != cin:
+    cdef Py_ssize_t cout = cnp.PyArray_DIM(<cnp.ndarray>weight, 1)
+    if cnp.PyArray_DIM(<cnp.ndarray>weight, 0) != cnp.PyArray_DIM(<cnp.ndarray>x, 3) or not _plain_bias(bias, t, cout):
         return None
-    if bias is not None and not (_plain(bias, t, 1) and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) == cout):
-        return None
-    shape = (cnp.PyArray_DIM(<cnp.ndarray>x, 0), cnp.PyArray_DIM(<cnp.ndarray>x, 1),
-             cnp.PyArray_DIM(<cnp.ndarray>x, 2), cout)
-    if cnp.PyArray_DIM(<cnp.ndarray>x, 0) * cnp.PyArray_DIM(<cnp.ndarray>x, 1) * cnp.PyArray_DIM(<cnp.ndarray>x, 2) \
-            >= _args._MAX_ELEMENTS // max(1, cout):
-        return None  # (the full way says the output is too large)
-    y = _fast_out(out, shape, t, x.dtype, (x, weight, bias))
+    shape = _pointwise_shape(cnp.PyArray_DIM(<cnp.ndarray>x, 0), cnp.PyArray_DIM(<cnp.ndarray>x, 1),
+                             cnp.PyArray_DIM(<cnp.ndarray>x, 2), cout)
+    y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, weight, bias))
     if y is not None:
         pointwise(x, weight, bias, y, act, threads, flush)
     return y
@@ -122,27 +135,15 @@ def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, d
     cdef int dw_act = _fast_activation(dw_activation), act = _fast_activation(activation)
     if t < 0 or threads < 0 or dw_act < 0 or act < 0 or not _plain(x, t, 4) or not _plain(pw_weight, t, 2):
         return None
-    if not (_plain(dw_weight, t, 3) or _plain(dw_weight, t, 4)):
-        return None
-    if (dw_bias is not None and not _plain(dw_bias, t, 1)) or (pw_bias is not None and not _plain(pw_bias, t, 1)):
-        return None
-    if not (type(stride) is int and type(dilation) is int and (type(padding) is str or type(padding) is int)):
-        return None
-    try:
-        geometry = _cached_geometry(x.shape, dw_weight.shape, stride, padding, dilation, "depthwise_weight")
-    except (TypeError, ValueError, OverflowError):
+    geometry = _fast_geometry(x, dw_weight, t, stride, padding, dilation, "depthwise_weight")
+    if geometry is None:
         return None
     cdef Py_ssize_t cout = cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 1)
-    if cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 0) != geometry.out_channels:
+    if (cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 0) != geometry.out_channels
+            or not _plain_bias(dw_bias, t, geometry.out_channels) or not _plain_bias(pw_bias, t, cout)):
         return None
-    if dw_bias is not None and cnp.PyArray_DIM(<cnp.ndarray>dw_bias, 0) != geometry.out_channels:
-        return None
-    if pw_bias is not None and cnp.PyArray_DIM(<cnp.ndarray>pw_bias, 0) != cout:
-        return None
-    if geometry.n * geometry.out_h * geometry.out_w >= _args._MAX_ELEMENTS // max(1, cout):
-        return None  # (the full way says the output is too large)
-    shape = (geometry.n, geometry.out_h, geometry.out_w, cout)
-    y = _fast_out(out, shape, t, x.dtype, (x, dw_weight, pw_weight, dw_bias, pw_bias))
+    shape = _pointwise_shape(geometry.n, geometry.out_h, geometry.out_w, cout)
+    y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, dw_weight, pw_weight, dw_bias, pw_bias))
     if y is not None:
         separable(x, dw_weight, dw_bias, pw_weight, pw_bias, y, geometry, dw_act, act, threads, flush)
     return y

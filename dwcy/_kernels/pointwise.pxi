@@ -56,8 +56,7 @@ cdef inline Py_ssize_t _gemm_kc(Py_ssize_t k) noexcept nogil:
 
 cdef inline Py_ssize_t _gemm_packed_size(Py_ssize_t k, Py_ssize_t n, int lanes) noexcept nogil:
     """Elements of packed weights and bias: (k + 1) rows of every panel."""
-    cdef Py_ssize_t nr = 2 * lanes
-    return (k + 1) * ((n + nr - 1) // nr) * nr
+    return (k + 1) * _gemm_padded_n(n, lanes)
 
 
 cdef inline const floating *_gemm_panel(const GemmWeights *gw, Py_ssize_t k0, Py_ssize_t p,
@@ -67,9 +66,14 @@ cdef inline const floating *_gemm_panel(const GemmWeights *gw, Py_ssize_t k0, Py
     return <const floating *>gw.panels_data + k0 * gw.panels * gw.nr + p * kcb * gw.nr
 
 
+cdef inline Py_ssize_t _gemm_panels(Py_ssize_t n, int lanes) noexcept nogil:
+    """Panels (NR = 2 vectors wide) of n output channels."""
+    return (n + 2 * lanes - 1) // (2 * lanes)
+
+
 cdef inline Py_ssize_t _gemm_padded_n(Py_ssize_t n, int lanes) noexcept nogil:
-    """n rounded up to whole panels (NR = 2 vectors)."""
-    return (n + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
+    """n rounded up to whole panels."""
+    return _gemm_panels(n, lanes) * 2 * lanes
 
 
 cdef void _gemm_describe(Py_ssize_t k, Py_ssize_t n, int lanes, void *panels_data, void *bias,
@@ -78,7 +82,7 @@ cdef void _gemm_describe(Py_ssize_t k, Py_ssize_t n, int lanes, void *panels_dat
     gw.k = k
     gw.n = n
     gw.nr = 2 * lanes
-    gw.panels = (n + gw.nr - 1) // gw.nr
+    gw.panels = _gemm_panels(n, lanes)
     gw.kc = _gemm_kc(k)
     gw.panels_data = panels_data
     gw.bias = bias
@@ -214,8 +218,7 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
     cdef GemmWeights gw
     cdef floating *packed
     cdef int rc
-    cdef Py_ssize_t panels = (n + 2 * lanes - 1) // (2 * lanes)
-    cdef bint threaded = _threads_for(num_threads, panels, <double>pixels * k * n) > 1
+    cdef bint threaded = _threads_for(num_threads, _gemm_panels(n, lanes), <double>pixels * k * n) > 1
     if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)) and (
             threaded or k * n * sizeof(floating) > DWCY_GEMM_PACK_AHEAD_BYTES):
         packed = <floating *>dwcy_malloc64(_gemm_padded_n(n, lanes) * sizeof(floating))  # the bias only

@@ -37,6 +37,11 @@ cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_p
     _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, gw.panels, activation)
 
 
+cdef inline double _sep_work(const DwGeometry *g, Py_ssize_t cout) noexcept nogil:
+    """The block's multiply-adds, for _threads_for (a depthwise one counts DWCY_DW_MADD_COST)."""
+    return <double>g.n * g.oh * g.ow * g.c * g.m * (g.kh * g.kw * DWCY_DW_MADD_COST + cout)
+
+
 cdef bint _sep_fuses(const DwGeometry *g, Py_ssize_t cout, Py_ssize_t itemsize, int num_threads,
                      Py_ssize_t *band_rows) noexcept nogil:
     """Does fusing pay here (and with which bands)? It saves writing and reading the intermediate tensor,
@@ -44,8 +49,7 @@ cdef bint _sep_fuses(const DwGeometry *g, Py_ssize_t cout, Py_ssize_t itemsize, 
     larger than half the weights."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
-    cdef int threads = _threads_for(num_threads, g.n * g.oh,
-                                    <double>intermediate * (g.kh * g.kw * DWCY_DW_MADD_COST + cout))
+    cdef int threads = _threads_for(num_threads, g.n * g.oh, _sep_work(g, cout))
     band_rows[0] = _band_rows(g, itemsize, threads)
     return intermediate * itemsize > DWCY_FUSE_MIN_BYTES and 2 * band_rows[0] * g.ow * k >= k * cout
 
@@ -88,17 +92,16 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     ``flush``: FTZ/DAZ in every thread, for this call only."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
-    cdef double multiply_adds = <double>intermediate * (g.kh * g.kw * DWCY_DW_MADD_COST + gw.n)
     cdef Py_ssize_t band_rows
     if not _sep_fuses(g, gw.n, sizeof(floating), num_threads, &band_rows):
         return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate, flush)
     cdef int threads
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
-    threads = _threads_for(num_threads, items, multiply_adds)
+    threads = _threads_for(num_threads, items, _sep_work(g, gw.n))
     # Per thread: the band, then the depthwise expansion buffer (multiplier > 1), each 64-byte aligned.
     cdef int lanes = _lanes(x)
-    cdef Py_ssize_t band_size = (band_rows * g.ow * k + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t band_size = _round_up(band_rows * g.ow * k, lanes)
     cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g, sizeof(floating))
     cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
     if buffers == NULL:
