@@ -6,7 +6,8 @@
 # the input rows consecutive output rows share stay in L1; larger images run all blocks row by row,
 # reading each row in memory order (_dw_chunk). In a row:
 #
-#   3-wide kernels of stride 1 or 2     DWCY_DW_PIXELS pixels x 1 vector a tile from the left edge on,
+#   3-wide kernels of stride 1 or 2     DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
+#                                       the left edge on (the last odd block and the tail: 1 vector),
 #                                       input loads shared among taps, padding columns skipped
 #   other kernels, interior columns     DWCY_DW_PIXELS pixels x 1 vector a tile, then 4 pixels x 2
 #   (every column tap in the image)     vectors for what is left, then single pixels
@@ -28,6 +29,7 @@
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_DW_PIXELS
+    int DWCY_DW_FIXED_VECTORS
     int DWCY_DW_L1_BYTES
     int DWCY_DW_CHUNK_INPUT_BYTES
     int DWCY_DW_EXPAND_BYTES
@@ -64,17 +66,29 @@ cdef extern from "microkernels.h" nogil:
                         const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
                         const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
     void dwcy_dw_f32_k3s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, int nkh, const float *bias, float *y,
-                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f32_k3s2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, int nkh, const float *bias, float *y,
-                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f32_k3s1x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f32_k3s2x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f64_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, int nkh, const double *bias, double *y,
-                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f64_k3s2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, int nkh, const double *bias, double *y,
-                         Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f64_k3s1x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f64_k3s2x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -114,44 +128,71 @@ cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
     return ROW_GENERAL
 
 
+cdef inline void _dw_fixed_tile(RowTile kind, int vectors, const floating *x, Py_ssize_t row_step,
+                                Py_ssize_t col_step, Py_ssize_t iw0, int q_lo, int q_hi, const floating *w,
+                                Py_ssize_t w_block_step, int nkh, const floating *bias, floating *y,
+                                Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept nogil:
+    """The tile of a 3-wide kernel of stride 1 or 2 (``kind``), of 1 or 2 vectors of channels."""
+    cdef Py_ssize_t w_row_step = 3 * _lanes(x)
+    if floating is float:
+        if kind == ROW_K3S1:
+            if vectors == 2:
+                dwcy_dw_f32_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                   bias, y, y_pix_step, npix, nc, activation)
+            else:
+                dwcy_dw_f32_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                 bias, y, y_pix_step, npix, nc, activation)
+        else:
+            if vectors == 2:
+                dwcy_dw_f32_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                   bias, y, y_pix_step, npix, nc, activation)
+            else:
+                dwcy_dw_f32_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                 bias, y, y_pix_step, npix, nc, activation)
+    else:
+        if kind == ROW_K3S1:
+            if vectors == 2:
+                dwcy_dw_f64_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                   bias, y, y_pix_step, npix, nc, activation)
+            else:
+                dwcy_dw_f64_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                 bias, y, y_pix_step, npix, nc, activation)
+        else:
+            if vectors == 2:
+                dwcy_dw_f64_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                   bias, y, y_pix_step, npix, nc, activation)
+            else:
+                dwcy_dw_f64_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
+                                 bias, y, y_pix_step, npix, nc, activation)
+
+
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """One output row of a 3-wide kernel of stride 1 or 2, channel blocks [b0, b1), the last possibly the
     partial block of the channel tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile
-    skipping the padding columns it meets and storing its real pixels and channels."""
+    skipping the padding columns it meets and storing its real pixels and channels; whole blocks
+    DWCY_DW_FIXED_VECTORS at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
     cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile
+    cdef Py_ssize_t whole = min(b1, co // lanes)  # blocks of LANES channels, not the tail
     cdef const floating *x = <const floating *>r.x
     cdef const floating *w = wpack + r.kh0 * 3 * lanes
     cdef Py_ssize_t t, ow0, iw0, b
-    cdef int q_lo, q_hi, npix, nc
+    cdef int q_lo, q_hi, npix, vectors
     for t in range((g.ow + pixels - 1) // pixels):
         ow0 = t * pixels
         iw0 = ow0 * g.sw - g.pl
         q_lo = <int>max(0, min(span, -iw0))
         q_hi = <int>max(q_lo, min(span, g.w - iw0))
         npix = <int>min(pixels, g.ow - ow0)
-        for b in range(b0, b1):
-            nc = <int>min(lanes, co - b * lanes)
-            if floating is float:
-                if kind == ROW_K3S1:
-                    dwcy_dw_f32_k3s1(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
-                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     nc, g.activation)
-                else:
-                    dwcy_dw_f32_k3s2(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
-                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     nc, g.activation)
-            else:
-                if kind == ROW_K3S1:
-                    dwcy_dw_f64_k3s1(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
-                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     nc, g.activation)
-                else:
-                    dwcy_dw_f64_k3s2(x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
-                                     3 * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                                     nc, g.activation)
+        b = b0
+        while b < b1:
+            vectors = DWCY_DW_FIXED_VECTORS if b + DWCY_DW_FIXED_VECTORS <= whole else 1
+            _dw_fixed_tile(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
+                           taps * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
+                           <int>min(lanes, co - b * lanes), g.activation)
+            b += vectors
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -216,18 +257,23 @@ cdef inline void _dw_tile(int pixels, int vectors, const floating *x, Py_ssize_t
 
 cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps, Py_ssize_t channels,
                    int lanes, floating *wpack, floating *bpack) noexcept nogil:
-    """weight (taps, channels) -> wpack [block][taps][lanes]; bias -> bpack [block][lanes]; zero padded."""
+    """weight (taps, channels) -> wpack [block][taps][lanes]; bias -> bpack [block][lanes]; zero padded.
+
+    Element loops, not a memcpy per (block, tap): a call per 64 bytes cost more than the layer's small
+    images take to convolve (960 channels: 540 calls, ~10 us)."""
     cdef Py_ssize_t blocks = (channels + lanes - 1) // lanes
-    cdef Py_ssize_t b, t, width
-    memset(bpack, 0, blocks * lanes * sizeof(floating))
-    if bias != NULL:
-        memcpy(bpack, bias, channels * sizeof(floating))
-    for b in range(blocks):
-        width = min(lanes, channels - b * lanes)
+    cdef Py_ssize_t full = channels // lanes
+    cdef Py_ssize_t b, t, l
+    for b in range(full):
         for t in range(taps):
-            memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes, width * sizeof(floating))
-            if width < lanes:
-                memset(wpack + (b * taps + t) * lanes + width, 0, (lanes - width) * sizeof(floating))
+            for l in range(lanes):
+                wpack[(b * taps + t) * lanes + l] = weight[t * channels + b * lanes + l]
+    for b in range(full, blocks):  # the partial block of the channel tail
+        for t in range(taps):
+            for l in range(lanes):
+                wpack[(b * taps + t) * lanes + l] = weight[t * channels + b * lanes + l] if b * lanes + l < channels else 0
+    for l in range(blocks * lanes):
+        bpack[l] = bias[l] if bias != NULL and l < channels else 0
 
 
 cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const floating *wpack,

@@ -23,6 +23,8 @@
 #define DWCY_VBYTES 64
 /*
  * DWCY_DW_PIXELS   depthwise: output pixels per tile (one vector of channels each)
+ * DWCY_DW_FIXED_VECTORS
+ *                  depthwise, 3-wide kernels of stride 1 or 2: vectors of channels per tile (1 or 2)
  * DWCY_DW_L1_BYTES depthwise: a chunk of channel blocks runs over a band of rows when the input rows that
  *                  consecutive output rows share, for that chunk, fit in this many bytes (in L1)
  * DWCY_DW_CHUNK_INPUT_BYTES
@@ -62,18 +64,22 @@
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
+#define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + 3 x 2 weights + 2 inputs of 32 */
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
 #define DWCY_DW_PIXELS 4 /* each 64-byte vector takes two of the 16 ymm registers */
+#define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_GEMM_MR 3   /* 3 x 2 x 2 ymm accumulators + 4 for the weights of 16 ymm */
 #elif defined(__SSE2__) || defined(__aarch64__)
 #define DWCY_SIMD_LEVEL "sse2"
 #define DWCY_DW_PIXELS 2
+#define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_GEMM_MR 1
 #else
 #define DWCY_SIMD_LEVEL "generic"
 #define DWCY_DW_PIXELS 2
+#define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_GEMM_MR 1
 #endif
 
@@ -280,9 +286,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
 
 /*
  * Depthwise tile with the kernel width and stride known at compile time (KW taps, stride SW, dilation 1):
- * DWCY_DW_PIXELS pixels x 1 vector anywhere in a row, borders included. Each input vector of a tap row is
- * loaded once and used by every (pixel, tap) pair that needs it: (NPIX - 1) * SW + KW loads per tap row
- * instead of NPIX * KW (10 instead of 24 for 3x3 stride 1).
+ * DWCY_DW_PIXELS pixels x NVEC vectors anywhere in a row, borders included. Each input vector of a tap row
+ * is loaded once and used by every (pixel, tap) pair that needs it: (NPIX - 1) * SW + KW loads per tap row
+ * instead of NPIX * KW (10 instead of 24 for 3x3 stride 1). Two vectors (DWCY_DW_FIXED_VECTORS) give
+ * twice the independent accumulations for the same loop: a pixel's 9 dependent FMAs no longer bound it.
  *
  *   x          input row of the first valid tap row, at column 0 and the tile's first channel
  *   row_step   elements between tap rows; col_step: between input columns (C)
@@ -290,9 +297,11 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
  *   q_lo, q_hi the tile's input columns iw0 + q with q in [q_lo, q_hi) lie in the image; the others are
  *              padding, never read, their taps skipped
  *   w          packed weights of the first valid tap row, tap column 0 ([KW][LANES] per row, rows
- *              w_row_step apart); nkh valid tap rows
+ *              w_row_step apart); nkh valid tap rows; w_block_step: elements between the weights of
+ *              neighbouring vectors (KH * KW * LANES)
  *   npix       pixels to store (<= NPIX): a row's last tile computes NPIX, stores the real ones
- *   nc         channels to load and store (<= LANES): the channel tail, with masked loads and stores
+ *   nc         channels of the last vector to load and store (<= LANES): the channel tail, with masked
+ *              loads and stores (the tiles of more than one vector take whole vectors only: nc = LANES)
  *
  * Pixel p sums bias, then its valid taps in (kh, kw) order: the sums of the general tile, bit for bit.
  */
@@ -301,65 +310,74 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
 #define DWCY_LOAD_WHOLE(v, src) memcpy(&(v), (src), sizeof(v))
 #define DWCY_LOAD_TAIL_float(v, src) dwcy_load_float(&(v), (src), nc)
 #define DWCY_LOAD_TAIL_double(v, src) dwcy_load_double(&(v), (src), nc)
-#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, SKIP, LOAD)                                                       \
+#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, SKIP, LOAD)                                               \
     {                                                                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
-        DWCY_UNROLL for (int j = 0; j < KW; j++) memcpy(&wv[j], w + i * w_row_step + j * lanes, sizeof(V));   \
+        DWCY_UNROLL for (int j = 0; j < KW; j++)                                                               \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                         \
+                memcpy(&wv[j][v], w + v * w_block_step + i * w_row_step + j * lanes, sizeof(V));               \
         DWCY_UNROLL for (int q = 0; q < (NPIX - 1) * SW + KW; q++) {                                           \
             if (SKIP) continue;                                                                                \
-            LOAD(xv, xr + q * col_step);                                                                       \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++) LOAD(xv[v], xr + q * col_step + v * lanes);             \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
                 const int j = q - p * SW;                                                                      \
-                if (j >= 0 && j < KW) acc[p] += xv * wv[j];                                                    \
+                if (j >= 0 && j < KW)                                                                          \
+                    DWCY_UNROLL for (int v = 0; v < NVEC; v++) acc[p][v] += xv[v] * wv[j][v];                  \
             }                                                                                                  \
         }                                                                                                      \
     }
-#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW)                                                     \
+#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW)                                               \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
-                            int q_hi, const T *w, ptrdiff_t w_row_step, int nkh, const T *bias, T *y,      \
-                            ptrdiff_t y_pix_step, int npix, int nc, int activation)                        \
+                            int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
+                            const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int nc, int activation)   \
     {                                                                                                      \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
-        V acc[NPIX], wv[KW], xv;                                                                           \
-        memcpy(&xv, bias, sizeof(V));                                                                      \
-        DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p] = xv;                                            \
+        V acc[NPIX][NVEC], wv[KW][NVEC], xv[NVEC];                                                         \
+        DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
+            memcpy(&xv[v], bias + v * lanes, sizeof(V));                                                   \
+            DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p][v] = xv[v];                                  \
+        }                                                                                                  \
         /* Input column q feeds pixel p through tap j = q - p*SW. Taps accumulate in order: for a pixel */ \
         /* p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */        \
-        if (nc < lanes)                                                                                    \
+        if (NVEC == 1 && nc < lanes)                                                                       \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_TAIL_##T)     \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_TAIL_##T) \
         else if (q_lo == 0 && q_hi == (NPIX - 1) * SW + KW)                                                \
-            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, 0, DWCY_LOAD_WHOLE)    \
+            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, 0, DWCY_LOAD_WHOLE) \
         else                                                                                               \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE)        \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE)  \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
             if (p >= npix) break;                                                                          \
-            dwcy_vactivate_##V(&acc[p], activation);                                                       \
-            if (nc == lanes)                                                                               \
-                memcpy(y + p * y_pix_step, &acc[p], sizeof(V));                                            \
-            else                                                                                           \
-                dwcy_store_##T(y + p * y_pix_step, &acc[p], nc);                                           \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                   \
+                dwcy_vactivate_##V(&acc[p][v], activation);                                                \
+                if (NVEC > 1 || nc == lanes)                                                               \
+                    memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                         \
+                else                                                                                       \
+                    dwcy_store_##T(y + p * y_pix_step, &acc[p][v], nc);                                    \
+            }                                                                                              \
         }                                                                                                  \
     }
 #else
-#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, KW, SW)                                                     \
+#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW)                                               \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
-                            int q_hi, const T *w, ptrdiff_t w_row_step, int nkh, const T *bias, T *y,      \
-                            ptrdiff_t y_pix_step, int npix, int nc, int activation)                        \
+                            int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
+                            const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int nc, int activation)   \
     {                                                                                                      \
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                  \
-        for (int p = 0; p < npix; p++)                                                                     \
-            for (int l = 0; l < nc; l++) {                                                                 \
-                T acc = bias[l];                                                                           \
-                for (int i = 0; i < nkh; i++)                                                              \
-                    for (int j = 0; j < KW; j++) {                                                         \
-                        const int q = p * SW + j;                                                          \
-                        if (q >= q_lo && q < q_hi)                                                         \
-                            acc += x[i * row_step + (iw0 + q) * col_step + l] * w[i * w_row_step + j * lanes + l]; \
-                    }                                                                                      \
-                y[p * y_pix_step + l] = dwcy_activate_##T(acc, activation);                                \
-            }                                                                                              \
+        for (int v = 0; v < NVEC; v++)                                                                     \
+            for (int p = 0; p < npix; p++)                                                                 \
+                for (int l = 0; l < (NVEC > 1 ? lanes : nc); l++) {                                        \
+                    T acc = bias[v * lanes + l];                                                           \
+                    for (int i = 0; i < nkh; i++)                                                          \
+                        for (int j = 0; j < KW; j++) {                                                     \
+                            const int q = p * SW + j;                                                      \
+                            if (q >= q_lo && q < q_hi)                                                     \
+                                acc += x[i * row_step + (iw0 + q) * col_step + v * lanes + l] *            \
+                                       w[v * w_block_step + i * w_row_step + j * lanes + l];               \
+                        }                                                                                  \
+                    y[p * y_pix_step + v * lanes + l] = dwcy_activate_##T(acc, activation);                \
+                }                                                                                          \
     }
 #endif
 
@@ -397,8 +415,10 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_4x1, T, V, 4, 1)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x4, T, V, 1, 4)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x1, T, V, 1, 1)                                                    \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 3, 1)                             \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 3, 2)
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1)                          \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2)                          \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2)
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
