@@ -89,6 +89,25 @@ def test_omp_num_threads_sets_the_default():
     assert child.stdout.strip() == "3"
 
 
+@pytest.mark.parametrize("limit", ["1", "3"])
+def test_a_team_smaller_than_asked_still_does_all_the_work(limit):
+    # OpenMP may give a region fewer threads than asked (OMP_THREAD_LIMIT, nesting): every work item must
+    # still run, on the threads there are.
+    child = run_python("""
+        import numpy as np, dwcy
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 30, 30, 64), dtype=np.float32)
+        w = rng.standard_normal((3, 3, 64), dtype=np.float32)
+        pw = rng.standard_normal((64, 96), dtype=np.float32)
+        calls = [lambda t: dwcy.depthwise_conv2d(x, w, padding=1, num_threads=t),
+                 lambda t: dwcy.pointwise_conv2d(x, pw, num_threads=t),
+                 lambda t: dwcy.separable_conv2d(x, w, pw, padding=1, num_threads=t)]
+        print(all(np.array_equal(call(t), call(1)) for call in calls for t in (2, 4, 8)))
+    """, env={"OMP_THREAD_LIMIT": limit})
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "True"
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_concurrent_python_threads(dtype):
     # The GIL is released in the kernel: many Python threads may call dwcy at once, each with its own result.

@@ -17,6 +17,7 @@ cdef extern from *:
     #define DWCY_OPENMP_VERSION 0
     static inline int omp_get_max_threads(void) { return 1; }
     static inline int omp_get_thread_num(void) { return 0; }
+    static inline int omp_get_num_threads(void) { return 1; }
     #endif
     #if defined(__clang__)
     #define DWCY_COMPILER "clang " __clang_version__
@@ -84,6 +85,7 @@ cdef extern from *:
     void dwcy_free64(void *p) noexcept nogil
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
+    int omp_get_num_threads() noexcept nogil
     bint DWCY_CAN_FLUSH
     unsigned int dwcy_fpu_enter(int flush) noexcept nogil
     void dwcy_fpu_exit(int flush, unsigned int saved) noexcept nogil
@@ -147,3 +149,22 @@ cdef inline int _threads_for(int requested, Py_ssize_t work_items, double multip
     if n > multiply_adds / DWCY_MIN_WORK_PER_THREAD:
         n = <int>(multiply_adds / DWCY_MIN_WORK_PER_THREAD)
     return n if n > 0 else 1
+
+
+cdef inline int _team(int requested, int workers) noexcept nogil:
+    """The OpenMP team of a parallel region whose work takes ``workers`` threads (_threads_for): every
+    thread the call may use, the request (0: OpenMP's default) up to OpenMP's default count, however few
+    of them the work needs (the others wait at the region's end). GNU OpenMP ends the pool threads a
+    smaller team leaves out and starts new ones for a larger team (tens of microseconds each): calls
+    whose teams varied in size with their work (a network's layers) paid for that at every switch."""
+    cdef int default = omp_get_max_threads()
+    cdef int team = requested if 0 < requested < default else default
+    return max(team, workers)
+
+
+cdef inline Py_ssize_t _share(Py_ssize_t items, int workers, int thread) noexcept nogil:
+    """Inside a parallel region: where the share of work items [0, items) of team member ``thread``
+    begins, the first ``workers`` members (fewer if the team is smaller) taking even contiguous shares,
+    as schedule(static) does, the others none. Member t runs [_share(.., t), _share(.., t + 1))."""
+    cdef int active = min(workers, omp_get_num_threads())
+    return min(thread, active) * items // active

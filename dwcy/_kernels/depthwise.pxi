@@ -604,7 +604,8 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
     threads = <int>min(threads, items)
     cdef Py_ssize_t expand_size = _dw_expand_size(g, sizeof(floating))
     cdef const floating *bpack = _dw_packed_bias(packed, g)
-    cdef Py_ssize_t item, n, oh0, band
+    cdef Py_ssize_t item = 0, n = 0, oh0 = 0, band = 0
+    cdef int tid = 0
     cdef unsigned int fpu = 0
     cdef floating *expand_bufs = NULL
     if expand_size:
@@ -621,14 +622,15 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
                      y + (n * g.oh + oh0) * row_size, expand_bufs, finite, item % groups, groups)
         dwcy_fpu_exit(flush, fpu)
     else:
-        with parallel(num_threads=threads):
+        with parallel(num_threads=_team(num_threads, threads)):
+            tid = omp_get_thread_num()
             fpu = dwcy_fpu_enter(flush)
-            for item in prange(items, schedule="static"):
+            for item in range(_share(items, threads, tid), _share(items, threads, tid + 1)):
                 band = item // groups
                 n = band // bands
                 oh0 = (band - n * bands) * band_rows
                 _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
-                         y + (n * g.oh + oh0) * row_size, expand_bufs + omp_get_thread_num() * expand_size,
+                         y + (n * g.oh + oh0) * row_size, expand_bufs + tid * expand_size,
                          finite, item % groups, groups)
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(expand_bufs)

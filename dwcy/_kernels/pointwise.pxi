@@ -258,7 +258,8 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
         panels = <floating *>dwcy_malloc64(threads * panel_size * sizeof(floating))
         if panels == NULL:
             return -1
-    cdef Py_ssize_t item
+    cdef Py_ssize_t item = 0
+    cdef int tid = 0
     cdef unsigned int fpu = 0
     if threads == 1:
         fpu = dwcy_fpu_enter(flush)
@@ -266,11 +267,11 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
             _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight, panels)
         dwcy_fpu_exit(flush, fpu)
     else:
-        with parallel(num_threads=threads):
+        with parallel(num_threads=_team(num_threads, threads)):
+            tid = omp_get_thread_num()
             fpu = dwcy_fpu_enter(flush)
-            for item in prange(items, schedule="static"):
-                _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight,
-                         panels + omp_get_thread_num() * panel_size)
+            for item in range(_share(items, threads, tid), _share(items, threads, tid + 1)):
+                _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight, panels + tid * panel_size)
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(panels)
     return 0

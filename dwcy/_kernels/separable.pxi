@@ -106,9 +106,10 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
     cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
     if buffers == NULL:
         return -1
-    cdef floating *mine
+    cdef floating *mine = NULL
     cdef bint finite = _dw_weights_finite(dw_packed, g)
-    cdef Py_ssize_t item
+    cdef Py_ssize_t item = 0
+    cdef int tid = 0
     cdef unsigned int fpu = 0
     if threads == 1:  # in the caller's thread, no OpenMP region
         fpu = dwcy_fpu_enter(flush)
@@ -117,10 +118,11 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
                       finite)
         dwcy_fpu_exit(flush, fpu)
     else:
-        with parallel(num_threads=threads):
+        with parallel(num_threads=_team(num_threads, threads)):
+            tid = omp_get_thread_num()
             fpu = dwcy_fpu_enter(flush)
-            for item in prange(items, schedule="static"):
-                mine = buffers + omp_get_thread_num() * per_thread
+            for item in range(_share(items, threads, tid), _share(items, threads, tid + 1)):
+                mine = buffers + tid * per_thread
                 _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size,
                           finite)
             dwcy_fpu_exit(flush, fpu)
