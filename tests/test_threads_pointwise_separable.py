@@ -17,7 +17,7 @@ from _helpers import DTYPES, assert_bitwise_equal, dtype_id, pointwise_inputs, s
 # Every test of this module runs at every SIMD level this CPU supports (conftest.py).
 pytestmark = pytest.mark.usefixtures("simd_level")
 
-THREAD_COUNTS = [2, 3, 7, None]
+THREAD_COUNTS = [2, 3, 7, 16, None]
 
 # name: ((N, H, W), Cin, Cout)
 POINTWISE_CASES = {
@@ -28,6 +28,9 @@ POINTWISE_CASES = {
     "many_pixels_few_channels": ((2, 56, 57), 24, 40),
     # Odd everything: row tails in every block, a partial vector of channels (4.4M multiply-adds).
     "odd_sizes": ((3, 13, 17), 67, 99),
+    # One block of rows and two panels, fewer work items than threads: the rows split into smaller
+    # blocks, down to a register tile each (4.8M multiply-adds).
+    "few_pixels_few_channels": ((1, 14, 14), 384, 64),
 }
 
 # name: (x shape, kernel size, multiplier, Cout, keyword arguments)

@@ -244,12 +244,18 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
     it is, its panels packed as they are used (_gemm_rows); ``flush``: FTZ/DAZ. 0, or -1 out of memory."""
     cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, gw.k, sizeof(floating))
     cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
-    # Few row blocks (small images): also split the panels, so every thread gets work.
+    cdef Py_ssize_t tiles = (pixels + DWCY_GEMM_MR - 1) // DWCY_GEMM_MR
+    # Few row blocks (small images): also split the panels, so every thread gets work; and if there are
+    # few panels too (narrow W), smaller blocks of rows, down to one register tile.
     cdef double multiply_adds = <double>pixels * gw.k * gw.n
-    cdef int wanted = _threads_for(num_threads, blocks * gw.panels, multiply_adds)
+    cdef int wanted = _threads_for(num_threads, tiles * gw.panels, multiply_adds)
     cdef Py_ssize_t chunks = 1
     if blocks < 4 * wanted:
         chunks = min(gw.panels, (4 * wanted + blocks - 1) // blocks)
+    if blocks * chunks < wanted:
+        blocks = min(tiles, (wanted + chunks - 1) // chunks)
+        block_rows = (tiles + blocks - 1) // blocks * DWCY_GEMM_MR
+        blocks = (pixels + block_rows - 1) // block_rows
     cdef Py_ssize_t items = blocks * chunks
     cdef int threads = _threads_for(num_threads, items, multiply_adds)
     cdef Py_ssize_t panel_size = gw.kc * gw.nr if weight != NULL else 0
