@@ -6,15 +6,15 @@
 # the input rows consecutive output rows share stay in L1; larger images run all blocks row by row,
 # reading each row in memory order (_dw_chunk). In a row:
 #
-#   3-wide kernels of stride 1 or 2     DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
-#                                       the left edge on (the last odd block and the tail: 1 vector),
-#                                       input loads shared among taps, padding columns skipped
+#   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
+#   5 or 7 wide of stride 1 (dilation 1) the left edge on (7 wide, the last odd block and the tail: 1
+#                                       vector), input loads shared among taps, padding columns skipped
 #   other kernels, interior columns     DWCY_DW_PIXELS pixels x 1 vector a tile, then 4 pixels x 2
 #   (every column tap in the image)     vectors for what is left, then single pixels
 #   other kernels, borders              1 pixel x 4 vectors a tile, taps clipped to the image
 #
 # Rows whose taps reach into the top/bottom padding run fewer tap rows (nkh < KH); padding is never
-# materialized. The last CO % LANES channels (the tail) run in the 3-wide tiles as one more block, with
+# materialized. The last CO % LANES channels (the tail) run in the fixed-width tiles as one more block, with
 # masked loads and stores, and for other kernels through a plain-C routine: either way nothing is read or
 # written past the caller's arrays. Weights and bias are packed once per call into [block][KH][KW][LANES]
 # (zero-padded), so the tiles load whole vectors.
@@ -78,6 +78,15 @@ cdef extern from "microkernels.h" nogil:
     void dwcy_dw_f32_k3s2x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
                          const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f32_k5s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f32_k5s1x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f32_k7s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f64_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
                          const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
@@ -88,6 +97,15 @@ cdef extern from "microkernels.h" nogil:
                          int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
                          const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_f64_k3s2x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f64_k5s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f64_k5s1x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
+                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
+                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    void dwcy_dw_f64_k7s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
                          int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
                          const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
@@ -119,66 +137,99 @@ cdef enum RowTile:
     ROW_GENERAL = 0
     ROW_K3S1 = 1
     ROW_K3S2 = 2
+    ROW_K5S1 = 3
+    ROW_K7S1 = 4
 
 
 cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
-    if g.kw == 3 and g.dw == 1 and g.sw == 1:
+    if g.dw != 1:
+        return ROW_GENERAL
+    if g.kw == 3 and g.sw == 1:
         return ROW_K3S1
-    if g.kw == 3 and g.dw == 1 and g.sw == 2:
+    if g.kw == 3 and g.sw == 2:
         return ROW_K3S2
+    if g.kw == 5 and g.sw == 1:
+        return ROW_K5S1
+    if g.kw == 7 and g.sw == 1:
+        return ROW_K7S1
     return ROW_GENERAL
+
+
+cdef inline int _row_tile_vectors(RowTile kind) noexcept nogil:
+    """Vectors of channels the row's tile takes at a time (7-wide kernels: one, see microkernels.h)."""
+    return 1 if kind == ROW_K7S1 else DWCY_DW_FIXED_VECTORS
 
 
 cdef inline void _dw_fixed_tile(RowTile kind, int vectors, const floating *x, Py_ssize_t row_step,
                                 Py_ssize_t col_step, Py_ssize_t iw0, int q_lo, int q_hi, const floating *w,
-                                Py_ssize_t w_block_step, int nkh, const floating *bias, floating *y,
-                                Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept nogil:
-    """The tile of a 3-wide kernel of stride 1 or 2 (``kind``), of 1 or 2 vectors of channels."""
-    cdef Py_ssize_t w_row_step = 3 * _lanes(x)
+                                Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, const floating *bias,
+                                floating *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept nogil:
+    """The tile of a row ``kind`` (ROW_GENERAL excepted), of 1 or 2 vectors of channels."""
     if floating is float:
         if kind == ROW_K3S1:
             if vectors == 2:
-                dwcy_dw_f32_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                   bias, y, y_pix_step, npix, nc, activation)
+                dwcy_dw_f32_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                   y_pix_step, npix, nc, activation)
             else:
-                dwcy_dw_f32_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                 bias, y, y_pix_step, npix, nc, activation)
-        else:
+                dwcy_dw_f32_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                 y_pix_step, npix, nc, activation)
+        elif kind == ROW_K3S2:
             if vectors == 2:
-                dwcy_dw_f32_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                   bias, y, y_pix_step, npix, nc, activation)
+                dwcy_dw_f32_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                   y_pix_step, npix, nc, activation)
             else:
-                dwcy_dw_f32_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                 bias, y, y_pix_step, npix, nc, activation)
+                dwcy_dw_f32_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                 y_pix_step, npix, nc, activation)
+        elif kind == ROW_K5S1:
+            if vectors == 2:
+                dwcy_dw_f32_k5s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                   y_pix_step, npix, nc, activation)
+            else:
+                dwcy_dw_f32_k5s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                 y_pix_step, npix, nc, activation)
+        elif kind == ROW_K7S1:
+            dwcy_dw_f32_k7s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                             y_pix_step, npix, nc, activation)
     else:
         if kind == ROW_K3S1:
             if vectors == 2:
-                dwcy_dw_f64_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                   bias, y, y_pix_step, npix, nc, activation)
+                dwcy_dw_f64_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                   y_pix_step, npix, nc, activation)
             else:
-                dwcy_dw_f64_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                 bias, y, y_pix_step, npix, nc, activation)
-        else:
+                dwcy_dw_f64_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                 y_pix_step, npix, nc, activation)
+        elif kind == ROW_K3S2:
             if vectors == 2:
-                dwcy_dw_f64_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                   bias, y, y_pix_step, npix, nc, activation)
+                dwcy_dw_f64_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                   y_pix_step, npix, nc, activation)
             else:
-                dwcy_dw_f64_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh,
-                                 bias, y, y_pix_step, npix, nc, activation)
+                dwcy_dw_f64_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                 y_pix_step, npix, nc, activation)
+        elif kind == ROW_K5S1:
+            if vectors == 2:
+                dwcy_dw_f64_k5s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                   y_pix_step, npix, nc, activation)
+            else:
+                dwcy_dw_f64_k5s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                                 y_pix_step, npix, nc, activation)
+        elif kind == ROW_K7S1:
+            dwcy_dw_f64_k7s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
+                             y_pix_step, npix, nc, activation)
 
 
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
-    """One output row of a 3-wide kernel of stride 1 or 2, channel blocks [b0, b1), the last possibly the
-    partial block of the channel tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile
-    skipping the padding columns it meets and storing its real pixels and channels; whole blocks
-    DWCY_DW_FIXED_VECTORS at a time, the rest one at a time."""
+    """One output row of a kernel whose width and stride have a tile of their own (_row_tile), channel blocks
+    [b0, b1), the last possibly the partial block of the channel tail: DWCY_DW_PIXELS pixels a tile from the
+    left edge on, each tile skipping the padding columns it meets and storing its real pixels and channels;
+    whole blocks _row_tile_vectors at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
-    cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile
+    cdef Py_ssize_t span = (pixels - 1) * g.sw + g.kw  # input columns of a tile
     cdef Py_ssize_t whole = min(b1, co // lanes)  # blocks of LANES channels, not the tail
     cdef const floating *x = <const floating *>r.x
-    cdef const floating *w = wpack + r.kh0 * 3 * lanes
+    cdef const floating *w = wpack + r.kh0 * g.kw * lanes
+    cdef int most = _row_tile_vectors(kind)
     cdef Py_ssize_t t, ow0, iw0, b
     cdef int q_lo, q_hi, npix, vectors
     for t in range((g.ow + pixels - 1) // pixels):
@@ -189,10 +240,10 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
         npix = <int>min(pixels, g.ow - ow0)
         b = b0
         while b < b1:
-            vectors = DWCY_DW_FIXED_VECTORS if b + DWCY_DW_FIXED_VECTORS <= whole else 1
+            vectors = most if b + most <= whole else 1
             _dw_fixed_tile(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
-                           taps * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co, npix,
-                           <int>min(lanes, co - b * lanes), g.activation)
+                           g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co,
+                           npix, <int>min(lanes, co - b * lanes), g.activation)
             b += vectors
 
 

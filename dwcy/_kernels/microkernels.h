@@ -24,7 +24,7 @@
 /*
  * DWCY_DW_PIXELS   depthwise: output pixels per tile (one vector of channels each)
  * DWCY_DW_FIXED_VECTORS
- *                  depthwise, 3-wide kernels of stride 1 or 2: vectors of channels per tile (1 or 2)
+ *                  depthwise, kernels 3 or 5 wide with tiles of their own: vectors of channels per tile (1 or 2)
  * DWCY_DW_L1_BYTES depthwise: a chunk of channel blocks runs over a band of rows when the input rows that
  *                  consecutive output rows share, for that chunk, fit in this many bytes (in L1)
  * DWCY_DW_CHUNK_INPUT_BYTES
@@ -64,7 +64,7 @@
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
-#define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + 3 x 2 weights + 2 inputs of 32 */
+#define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + 5 x 2 weights + 2 inputs of 32 */
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
@@ -405,8 +405,9 @@ DWCY_DEFINE_DW_TAIL(float)
 DWCY_DEFINE_DW_TAIL(double)
 
 /*
- * The depthwise tiles: 3-wide kernels of stride 1 or 2 run whole rows, borders included, with their own
- * tiles (above). Other kernels: DWCY_DW_PIXELS pixels x 1 vector for the bulk of a row's interior; 4 pixels
+ * The depthwise tiles: kernels 3 wide of stride 1 or 2, and 5 or 7 wide of stride 1, run whole rows,
+ * borders included, with their own tiles (above; 7 wide: one vector, its 7 weights x 2 would not leave
+ * registers for the accumulators). Other kernels: DWCY_DW_PIXELS pixels x 1 vector for the bulk of a row's interior; 4 pixels
  * x 2 or 1 vectors for what is left of it; 1 pixel x 4 or 1 vectors for single pixels (borders, the last).
  */
 #define DWCY_DEFINE_DW_TILES(SUFFIX, T, V)                                                                      \
@@ -418,7 +419,10 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1)                          \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2)                          \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2)
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1, T, V, DWCY_DW_PIXELS, 1, 5, 1)                          \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1x2, T, V, DWCY_DW_PIXELS, 2, 5, 1)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1, T, V, DWCY_DW_PIXELS, 1, 7, 1)
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
