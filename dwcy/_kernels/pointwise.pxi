@@ -5,7 +5,8 @@
 # carried in the output between blocks of K round exactly as in registers), and bias and activation are
 # fused into the tiles:
 #
-#   work item: a block of rows (pixels) x a chunk of NR-panels  (prange; blocks sized for L2)
+#   work item: a block of rows (pixels) x a chunk of NR-panels  (shared among threads; blocks sized for L2,
+#                                                               smaller when they would leave threads idle)
 #     for each block of K (DWCY_GEMM_KC)        (A's block of rows x KC stays in L2)
 #       for each NR-wide panel of W             (the panel's block, KC x NR, stays in L1 over the rows)
 #         for each MR-row tile of the block     (A rows stream through L1)
@@ -14,10 +15,10 @@
 # W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
 # blocks of panels (KC x NR): read in place, a panel's rows would lie Cout elements apart, which maps
 # them onto a few sets of L1 (and, for a wide W, one page each). A large W read by a single block of rows
-# is packed a panel block at a time instead, as the tiles need it (_pw_run). Rows that do not fill an MR-row tile take 4-row tiles, the last of which
-# reads and stores only the rows that exist; a last panel of one vector or less takes one-vector tiles,
-# and the tiles store only the panel's columns (a masked store for the last vector): nothing outside the
-# caller's arrays is touched.
+# is packed a panel block at a time instead, as the tiles need it (_pw_run). Rows that do not fill an
+# MR-row tile take 4-row tiles, the last of which reads and stores only the rows that exist; a last panel
+# of one vector or less takes one-vector tiles, and the tiles store only the panel's columns (a masked
+# store for the last vector): nothing outside the caller's arrays is touched.
 #
 # Each output element is bias + the sum over K in order by the same tile, however rows and panels are
 # split among threads: results are bitwise identical at any thread count.
