@@ -8,7 +8,7 @@ cimport numpy as cnp
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uintptr_t
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel
 
 cnp.import_array()
 
