@@ -159,10 +159,13 @@ def _has_huge_int(values):
     return False
 
 
-def _known(call, exc):
+def _known(call, exc, stats=None):
+    """The name of the known finding ``exc`` is (counted in ``stats``), or None for a new one."""
     for name, predicate in KNOWN_FINDINGS:
         try:
             if predicate(call, exc):
+                if stats is not None:
+                    stats.known[name] = stats.known.get(name, 0) + 1
                 return name
         except Exception:  # a predicate must never hide a finding
             pass
@@ -234,11 +237,8 @@ def check(call, stats=None):
             _check_reference_rejects(call, reference_function)
         return "rejected"
     except Exception as exc:
-        name = _known(call, exc)
-        if name is None:
+        if _known(call, exc, stats) is None:
             raise
-        if stats is not None:
-            stats.known[name] = stats.known.get(name, 0) + 1
         if _snapshot(out) != before_out:
             raise Finding(f"out= was modified by a call that raised {type(exc).__name__}: {exc}") from exc
         return "known"
@@ -246,11 +246,8 @@ def check(call, stats=None):
     try:
         _check_result(call, y, reference_function, inputs, before_inputs, stats)
     except AssertionError as exc:
-        name = _known(call, exc)
-        if name is None:
+        if _known(call, exc, stats) is None:
             raise
-        if stats is not None:
-            stats.known[name] = stats.known.get(name, 0) + 1
         return "known"
     return "accepted"
 
