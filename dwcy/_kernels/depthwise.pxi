@@ -66,48 +66,21 @@ cdef extern from "microkernels.h" nogil:
     void dwcy_dw_f64_1x1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
                         const double *bias, double *y, Py_ssize_t y_pix_step, int activation) noexcept
-    void dwcy_dw_f32_k3s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f32_k3s2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f32_k3s1x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f32_k3s2x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f32_k5s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f32_k5s1x2(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f32_k7s1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const float *bias, float *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k3s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k3s2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k3s1x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k3s2x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k5s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k5s1x2(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
-    void dwcy_dw_f64_k7s1(const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0, int q_lo,
-                         int q_hi, const double *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh,
-                         const double *bias, double *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept
+    ctypedef enum RowTile "dwcy_row_tile":
+        # Rows whose kernel width and stride have tiles of their own, borders included (_row_tile).
+        ROW_GENERAL "DWCY_ROW_GENERAL"
+        ROW_K3S1 "DWCY_ROW_K3S1"
+        ROW_K3S2 "DWCY_ROW_K3S2"
+        ROW_K5S1 "DWCY_ROW_K5S1"
+        ROW_K7S1 "DWCY_ROW_K7S1"
+    void dwcy_dw_f32_fixed(RowTile kind, int vectors, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
+                          Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step,
+                          Py_ssize_t w_block_step, int nkh, const float *bias, float *y, Py_ssize_t y_pix_step,
+                          int npix, int nc, int activation) noexcept
+    void dwcy_dw_f64_fixed(RowTile kind, int vectors, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
+                          Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
+                          Py_ssize_t w_block_step, int nkh, const double *bias, double *y, Py_ssize_t y_pix_step,
+                          int npix, int nc, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -132,15 +105,6 @@ cdef inline int _lanes(const floating *dummy) noexcept nogil:
         return DWCY_LANES_F64
 
 
-# Rows whose kernel width and stride have tiles of their own (microkernels.h), borders included.
-cdef enum RowTile:
-    ROW_GENERAL = 0
-    ROW_K3S1 = 1
-    ROW_K3S2 = 2
-    ROW_K5S1 = 3
-    ROW_K7S1 = 4
-
-
 cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
     if g.dw != 1:
         return ROW_GENERAL
@@ -158,63 +122,6 @@ cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
 cdef inline int _row_tile_vectors(RowTile kind) noexcept nogil:
     """Vectors of channels the row's tile takes at a time (7-wide kernels: one, see microkernels.h)."""
     return 1 if kind == ROW_K7S1 else DWCY_DW_FIXED_VECTORS
-
-
-cdef inline void _dw_fixed_tile(RowTile kind, int vectors, const floating *x, Py_ssize_t row_step,
-                                Py_ssize_t col_step, Py_ssize_t iw0, int q_lo, int q_hi, const floating *w,
-                                Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, const floating *bias,
-                                floating *y, Py_ssize_t y_pix_step, int npix, int nc, int activation) noexcept nogil:
-    """The tile of a row ``kind`` (ROW_GENERAL excepted), of 1 or 2 vectors of channels."""
-    if floating is float:
-        if kind == ROW_K3S1:
-            if vectors == 2:
-                dwcy_dw_f32_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                   y_pix_step, npix, nc, activation)
-            else:
-                dwcy_dw_f32_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                 y_pix_step, npix, nc, activation)
-        elif kind == ROW_K3S2:
-            if vectors == 2:
-                dwcy_dw_f32_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                   y_pix_step, npix, nc, activation)
-            else:
-                dwcy_dw_f32_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                 y_pix_step, npix, nc, activation)
-        elif kind == ROW_K5S1:
-            if vectors == 2:
-                dwcy_dw_f32_k5s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                   y_pix_step, npix, nc, activation)
-            else:
-                dwcy_dw_f32_k5s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                 y_pix_step, npix, nc, activation)
-        elif kind == ROW_K7S1:
-            dwcy_dw_f32_k7s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                             y_pix_step, npix, nc, activation)
-    else:
-        if kind == ROW_K3S1:
-            if vectors == 2:
-                dwcy_dw_f64_k3s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                   y_pix_step, npix, nc, activation)
-            else:
-                dwcy_dw_f64_k3s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                 y_pix_step, npix, nc, activation)
-        elif kind == ROW_K3S2:
-            if vectors == 2:
-                dwcy_dw_f64_k3s2x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                   y_pix_step, npix, nc, activation)
-            else:
-                dwcy_dw_f64_k3s2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                 y_pix_step, npix, nc, activation)
-        elif kind == ROW_K5S1:
-            if vectors == 2:
-                dwcy_dw_f64_k5s1x2(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                   y_pix_step, npix, nc, activation)
-            else:
-                dwcy_dw_f64_k5s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                                 y_pix_step, npix, nc, activation)
-        elif kind == ROW_K7S1:
-            dwcy_dw_f64_k7s1(x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y,
-                             y_pix_step, npix, nc, activation)
 
 
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
@@ -241,9 +148,14 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
         b = b0
         while b < b1:
             vectors = most if b + most <= whole else 1
-            _dw_fixed_tile(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi, w + b * taps * lanes,
-                           g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes, y + ow0 * co + b * lanes, co,
-                           npix, <int>min(lanes, co - b * lanes), g.activation)
+            if floating is float:
+                dwcy_dw_f32_fixed(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                  w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
+                                  y + ow0 * co + b * lanes, co, npix, <int>min(lanes, co - b * lanes), g.activation)
+            else:
+                dwcy_dw_f64_fixed(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                  w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
+                                  y + ow0 * co + b * lanes, co, npix, <int>min(lanes, co - b * lanes), g.activation)
             b += vectors
 
 

@@ -427,6 +427,42 @@ DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
 /*
+ * Rows whose kernel width and stride have a fixed-width tile (depthwise.pxi's _row_tile picks the kind), and
+ * the tile of a kind of 1 or 2 vectors (7 wide: 1 only): dwcy_dw_<dtype>_fixed(kind, vectors, <the tile's
+ * arguments>).
+ */
+typedef enum { DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DWCY_ROW_K7S1 } dwcy_row_tile;
+#define DWCY_DW_FIXED_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y, \
+                           y_pix_step, npix, nc, activation
+#define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
+    static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, const T *x, ptrdiff_t row_step, \
+                                                ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi,        \
+                                                const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step,     \
+                                                int nkh, const T *bias, T *y, ptrdiff_t y_pix_step, int npix, \
+                                                int nc, int activation)                                       \
+    {                                                                                                         \
+        const int two = vectors == 2;                                                                         \
+        switch (kind) {                                                                                       \
+        case DWCY_ROW_K3S1:                                                                                   \
+            if (two) dwcy_dw_##SUFFIX##_k3s1x2(DWCY_DW_FIXED_ARGS);                                          \
+            else dwcy_dw_##SUFFIX##_k3s1(DWCY_DW_FIXED_ARGS);                  \
+            break;                                                                                            \
+        case DWCY_ROW_K3S2:                                                                                   \
+            if (two) dwcy_dw_##SUFFIX##_k3s2x2(DWCY_DW_FIXED_ARGS);                                          \
+            else dwcy_dw_##SUFFIX##_k3s2(DWCY_DW_FIXED_ARGS);                  \
+            break;                                                                                            \
+        case DWCY_ROW_K5S1:                                                                                   \
+            if (two) dwcy_dw_##SUFFIX##_k5s1x2(DWCY_DW_FIXED_ARGS);                                          \
+            else dwcy_dw_##SUFFIX##_k5s1(DWCY_DW_FIXED_ARGS);                  \
+            break;                                                                                            \
+        case DWCY_ROW_K7S1: dwcy_dw_##SUFFIX##_k7s1(DWCY_DW_FIXED_ARGS); break;                               \
+        default: break;                                                                                       \
+        }                                                                                                     \
+    }
+DWCY_DEFINE_DW_FIXED(f32, float)
+DWCY_DEFINE_DW_FIXED(f64, double)
+
+/*
  * Pointwise (GEMM) tile: MR rows (pixels) x NR = NV * lanes output channels, over the whole K, so each
  * output is bias + sum over k in order, whatever the blocking around it.
  *
