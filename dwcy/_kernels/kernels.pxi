@@ -74,7 +74,7 @@ cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out,
 
 def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight, object pw_bias,
               cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads,
-                bint flush=False):
+              bint flush=False):
     """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout)."""
     cdef DwGeometry g = _geometry(geometry, dw_activation)
     cdef Py_ssize_t cout = pw_weight.shape[1]
