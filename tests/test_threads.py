@@ -29,6 +29,12 @@ CASES = {
                                     kwargs=dict(padding="same", stride=2, activation="hardswish")),
     "3x3_dilated_multiplier3": dict(shape=(2, 57, 22, 33), kernel=3, multiplier=3,
                                     kwargs=dict(padding=((2, 0), (1, 3)), dilation=(2, 1), activation="relu")),
+    # One image: threads take groups of channel blocks (and bands of rows), each packing the weights of
+    # its own groups; 21 whole blocks of 16 floats (an odd count) and a tail of 5 channels.
+    "3x3_one_image_channel_groups": dict(shape=(1, 20, 20, 341), kernel=3, multiplier=1,
+                                         kwargs=dict(padding="same", activation="relu6")),
+    "7x7_one_image_channel_groups": dict(shape=(1, 16, 17, 211), kernel=7, multiplier=1,
+                                         kwargs=dict(padding="same", stride=(2, 1))),
 }
 
 

@@ -16,8 +16,9 @@
 # Rows whose taps reach into the top/bottom padding run fewer tap rows (nkh < KH); padding is never
 # materialized. The last CO % LANES channels (the tail) run in the fixed-width tiles as one more block, with
 # masked loads and stores, and for other kernels through a plain-C routine: either way nothing is read or
-# written past the caller's arrays. Weights and bias are packed once per call into [block][KH][KW][LANES]
-# (zero-padded), so the tiles load whole vectors.
+# written past the caller's arrays. Weights and bias are packed per call into [block][KH][KW][LANES]
+# (zero-padded), so the tiles load whole vectors: each thread packs the blocks of its own work items, into
+# a copy of its own (_dw_run).
 #
 # A channel multiplier M > 1 (output channel c*M + m reads input channel c) first expands the input rows
 # of consecutive output rows, once, into a per-thread buffer with M copies of each channel
@@ -220,22 +221,22 @@ cdef inline void _dw_tile(int pixels, int vectors, const floating *x, Py_ssize_t
 
 
 cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps, Py_ssize_t channels,
-                   int lanes, floating *wpack, floating *bpack) noexcept nogil:
-    """weight (taps, channels) -> wpack [block][taps][lanes]; bias -> bpack [block][lanes]; zero padded.
+                   int lanes, floating *wpack, floating *bpack, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+    """Blocks [b0, b1) of weight (taps, channels) -> wpack [block][taps][lanes] and of bias -> bpack
+    [block][lanes], zero padded (the last block, of the channel tail, may be partial).
 
     Whole blocks by copies of a size known at compile time (vector moves): a memcpy call per block cost
     more than small images take to convolve."""
-    cdef Py_ssize_t blocks = (channels + lanes - 1) // lanes
-    cdef Py_ssize_t full = channels // lanes
+    cdef Py_ssize_t full = min(b1, channels // lanes)
     cdef Py_ssize_t b, t, l
     for t in range(taps):  # reading weight in memory order
-        for b in range(full):
+        for b in range(b0, full):
             memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes, DWCY_VBYTES)
-    for b in range(full, blocks):  # the partial block of the channel tail
+    for b in range(max(b0, full), b1):  # the partial block of the channel tail
         for t in range(taps):
             for l in range(lanes):
                 wpack[(b * taps + t) * lanes + l] = weight[t * channels + b * lanes + l] if b * lanes + l < channels else 0
-    for l in range(blocks * lanes):
+    for l in range(b0 * lanes, b1 * lanes):
         bpack[l] = bias[l] if bias != NULL and l < channels else 0
 
 
@@ -365,13 +366,25 @@ cdef inline Py_ssize_t _dw_expand_size(const DwGeometry *g, Py_ssize_t itemsize)
     return _round_up(rows * g.w * g.c * g.m, 16)
 
 
-cdef bint _dw_weights_finite(const floating *packed, const DwGeometry *g) noexcept nogil:
-    """Are all the packed depthwise weights finite? (v - v is 0 for a finite v, NaN for NaN and +-Inf.)"""
+cdef bint _all_finite(const floating *values, Py_ssize_t count) noexcept nogil:
+    """Are all these values finite? NaN and +-Inf are those whose exponent bits are all ones: the largest
+    exponent field, a reduction the compiler vectorizes without a chain of dependent compares."""
     cdef Py_ssize_t i
-    cdef bint finite = True
-    for i in range(_dw_blocks(g, _lanes(packed)) * g.kh * g.kw * _lanes(packed)):
-        finite &= packed[i] - packed[i] == 0
-    return finite
+    cdef uint32_t top32 = 0
+    cdef uint64_t top64 = 0
+    if floating is float:
+        for i in range(count):
+            top32 = max(top32, (<const uint32_t *>values)[i] & 0x7f800000u)
+        return top32 != 0x7f800000u
+    else:
+        for i in range(count):
+            top64 = max(top64, (<const uint64_t *>values)[i] & 0x7ff0000000000000u)
+        return top64 != 0x7ff0000000000000u
+
+
+cdef inline bint _dw_weights_finite(const floating *packed, const DwGeometry *g) noexcept nogil:
+    """Are all the packed depthwise weights finite?"""
+    return _all_finite(packed, _dw_blocks(g, _lanes(packed)) * g.kh * g.kw * _lanes(packed))
 
 
 cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floating *wpack,
@@ -437,7 +450,17 @@ cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t item
     if g.m > 1 or not _dw_image_in_l2(g, itemsize):
         return max(1, blocks)
     cdef Py_ssize_t span = ((g.kh - 1) * g.dh + 1) * g.w * lanes * itemsize  # bytes of one block
-    return max(1, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
+    return max(_row_tile_vectors(_row_tile(g)), min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
+
+
+cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t parts, Py_ssize_t i,
+                                const DwGeometry *g) noexcept nogil:
+    """Where part i of ``parts`` even parts of the channel blocks [first, end) begins (i = parts: end): in
+    whole tiles of the row's vectors (_row_tile_vectors), so that no part leaves a tile a vector short."""
+    cdef Py_ssize_t step = _row_tile_vectors(_row_tile(g))
+    if i >= parts:
+        return end
+    return first + i * ((end - first) // step) // parts * step
 
 
 cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
@@ -449,7 +472,7 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    cdef Py_ssize_t first = group * blocks // groups, end = (group + 1) * blocks // groups
+    cdef Py_ssize_t first = _dw_part(0, blocks, groups, group, g), end = _dw_part(0, blocks, groups, group + 1, g)
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
@@ -457,9 +480,9 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     if g.m > 1:  # (one group: the expanded rows serve all channels)
         _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
     else:
-        for c in range(chunks):  # even chunks
-            b0 = first + c * (end - first) // chunks
-            b1 = first + (c + 1) * (end - first) // chunks
+        for c in range(chunks):
+            b0 = _dw_part(first, end, chunks, c, g)
+            b1 = _dw_part(first, end, chunks, c + 1, g)
             for i in range(rows):
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
                 _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1 and group == groups - 1)
@@ -515,8 +538,30 @@ cdef inline const floating *_dw_packed_bias(const floating *packed, const DwGeom
 cdef void _dw_pack_weights(const floating *weight, const floating *bias, const DwGeometry *g,
                            floating *packed) noexcept nogil:
     """Pack weight (KH, KW, C*M) and bias (C*M,) or NULL into ``packed`` (_dw_packed_size elements)."""
+    _dw_pack_blocks(weight, bias, g, packed, 0, _dw_blocks(g, _lanes(weight)))
+
+
+cdef inline void _dw_pack_blocks(const floating *weight, const floating *bias, const DwGeometry *g,
+                                 floating *packed, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+    """_dw_pack_weights for the channel blocks [b0, b1) only."""
     _dw_pack(weight, bias, g.kh * g.kw, g.c * g.m, _lanes(weight), packed,
-             <floating *>_dw_packed_bias(packed, g))
+             <floating *>_dw_packed_bias(packed, g), b0, b1)
+
+
+cdef void _dw_pack_groups(const floating *weight, const floating *bias, const DwGeometry *g,
+                          floating *packed, Py_ssize_t groups, Py_ssize_t first, Py_ssize_t end) noexcept nogil:
+    """Pack into ``packed`` the channel blocks that work items [first, end) read (_dw_split): those of
+    their groups (item % groups; the last group's include the partial block of the tail), or all blocks
+    when the items cover every group."""
+    cdef int lanes = _lanes(weight)
+    cdef Py_ssize_t whole = (g.c * g.m) // lanes, blocks = _dw_blocks(g, lanes), item, group
+    if end - first >= groups:
+        _dw_pack_blocks(weight, bias, g, packed, 0, blocks)
+        return
+    for item in range(first, end):  # fewer items than groups: distinct groups
+        group = item % groups
+        _dw_pack_blocks(weight, bias, g, packed, _dw_part(0, whole, groups, group, g),
+                        _dw_part(0, whole, groups, group + 1, g) if group + 1 < groups else blocks)
 
 
 cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int threads, bint weights_finite,
@@ -531,7 +576,7 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     cdef Py_ssize_t grp = 1, bands = 1
     if g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize):
-        grp = max(1, min(blocks, (want + g.n - 1) // g.n))
+        grp = max(1, min(blocks // _row_tile_vectors(_row_tile(g)), (want + g.n - 1) // g.n))
     if g.n * grp < want:
         bands = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))
     band_rows[0] = (g.oh + bands - 1) // bands  # even bands
@@ -540,14 +585,15 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
 
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads, bint flush=False) noexcept nogil:
-    """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then)."""
-    cdef floating *packed = <floating *>dwcy_malloc64(_dw_packed_size(g, _lanes(x)) * sizeof(floating))
-    if packed == NULL:
-        return -1
-    _dw_pack_weights(weight, bias, g, packed)
-    cdef int rc = _dw_run_packed(x, packed, y, g, num_threads, flush)
-    dwcy_free64(packed)
-    return rc
+    """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then).
+
+    Each thread packs the weights and bias of the channel blocks it runs into a copy of its own
+    (_dw_pack_groups): no serial prologue, no wait for another thread, and the packed blocks are in the
+    cache of the core that reads them. (Packed once by the caller's thread, they were read from another
+    core's cache, and written back there by the next call: a 7x7x960 layer ran no faster on two threads
+    than on one.)
+    """
+    return _dw_launch(x, NULL, weight, bias, y, g, num_threads, flush)
 
 
 cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, const DwGeometry *g,
@@ -556,45 +602,70 @@ cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, 
 
     ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
     """
+    return _dw_launch(x, packed, NULL, NULL, y, g, num_threads, flush)
+
+
+cdef int _dw_launch(const floating *x, const floating *packed, const floating *weight, const floating *bias,
+                    floating *y, const DwGeometry *g, int num_threads, bint flush) noexcept nogil:
+    """_dw_run (``weight``, ``bias``; ``packed`` NULL) or _dw_run_packed (``packed``; ``weight`` NULL)."""
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef int threads = _threads_for(num_threads, g.n * g.oh,
                                     <double>g.n * g.oh * row_size * g.kh * g.kw * DWCY_DW_MADD_COST)
-    cdef bint finite = _dw_weights_finite(packed, g)
-    cdef Py_ssize_t band_rows, groups
-    _dw_split(g, _lanes(x), sizeof(floating), threads, finite, &band_rows, &groups)
-    cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows  # per image
-    cdef Py_ssize_t items = g.n * bands * groups
+    cdef bint finite = (_all_finite(weight, g.kh * g.kw * g.c * g.m) if weight != NULL
+                        else _dw_weights_finite(packed, g))
+    cdef DwWork work
+    _dw_split(g, _lanes(x), sizeof(floating), threads, finite, &work.band_rows, &work.groups)
+    work.bands = (g.oh + work.band_rows - 1) // work.band_rows  # per image
+    work.finite = finite
+    cdef Py_ssize_t items = g.n * work.bands * work.groups
     threads = <int>min(threads, items)
-    cdef Py_ssize_t expand_size = _dw_expand_size(g, sizeof(floating))
-    cdef const floating *bpack = _dw_packed_bias(packed, g)
-    cdef Py_ssize_t item = 0, n = 0, oh0 = 0, band = 0
-    cdef int tid = 0
-    cdef unsigned int fpu = 0
-    cdef floating *expand_bufs = NULL
-    if expand_size:
-        expand_bufs = <floating *>dwcy_malloc64(threads * expand_size * sizeof(floating))
-        if expand_bufs == NULL:
+    # Per thread: its packed weights (with ``weight``), then its expansion buffer (multiplier), 64-byte aligned.
+    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x)) if weight != NULL else 0
+    cdef Py_ssize_t per_thread = pack_size + _dw_expand_size(g, sizeof(floating))
+    cdef floating *buffers = NULL
+    if per_thread:
+        buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
+        if buffers == NULL:
             return -1
+    cdef int tid = 0
+    cdef floating *mine = NULL
     if threads == 1:  # in the caller's thread, no OpenMP region
-        fpu = dwcy_fpu_enter(flush)
-        for item in range(items):  # item = (n * bands + band) * groups + group
-            band = item // groups
-            n = band // bands
-            oh0 = (band - n * bands) * band_rows
-            _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
-                     y + (n * g.oh + oh0) * row_size, expand_bufs, finite, item % groups, groups)
-        dwcy_fpu_exit(flush, fpu)
+        _dw_items(x, packed, weight, bias, y, g, &work, buffers, pack_size, 0, items, flush)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
-            fpu = dwcy_fpu_enter(flush)
-            for item in range(_share(items, threads, tid), _share(items, threads, tid + 1)):
-                band = item // groups
-                n = band // bands
-                oh0 = (band - n * bands) * band_rows
-                _dw_band(x, g, n * g.oh + oh0, min(band_rows, g.oh - oh0), packed, bpack,
-                         y + (n * g.oh + oh0) * row_size, expand_bufs + tid * expand_size,
-                         finite, item % groups, groups)
-            dwcy_fpu_exit(flush, fpu)
-    dwcy_free64(expand_bufs)
+            mine = buffers + tid * per_thread
+            _dw_items(x, packed, weight, bias, y, g, &work, mine, pack_size, _share(items, threads, tid),
+                      _share(items, threads, tid + 1), flush)
+    dwcy_free64(buffers)
     return 0
+
+
+ctypedef struct DwWork:
+    # How _dw_launch splits a call into work items: item = (n * bands + band) * groups + group.
+    Py_ssize_t band_rows, bands   # output rows of a band; bands per image
+    Py_ssize_t groups             # groups of channel blocks
+    bint finite                   # are the weights all finite (_dw_band)
+
+
+cdef void _dw_items(const floating *x, const floating *packed, const floating *weight, const floating *bias,
+                    floating *y, const DwGeometry *g, const DwWork *work, floating *buffer, Py_ssize_t pack_size,
+                    Py_ssize_t first, Py_ssize_t end, bint flush) noexcept nogil:
+    """Work items [first, end), in one thread: with ``weight``, packing the blocks they read into
+    ``buffer`` first (pack_size elements); the rest of ``buffer`` is the expansion buffer (multiplier)."""
+    cdef Py_ssize_t row_size = g.ow * g.c * g.m
+    cdef Py_ssize_t item, band, n, oh0
+    if first >= end:
+        return
+    if weight != NULL:
+        _dw_pack_groups(weight, bias, g, buffer, work.groups, first, end)
+        packed = buffer
+    cdef unsigned int fpu = dwcy_fpu_enter(flush)
+    for item in range(first, end):
+        band = item // work.groups
+        n = band // work.bands
+        oh0 = (band - n * work.bands) * work.band_rows
+        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), packed, _dw_packed_bias(packed, g),
+                 y + (n * g.oh + oh0) * row_size, buffer + pack_size, work.finite, item % work.groups,
+                 work.groups)
+    dwcy_fpu_exit(flush, fpu)
