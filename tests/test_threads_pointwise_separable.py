@@ -21,15 +21,17 @@ THREAD_COUNTS = [2, 3, 7, 16, None]
 
 # name: ((N, H, W), Cin, Cout)
 POINTWISE_CASES = {
-    # 49 pixels make a single block of rows: threads split the 40 output panels (20M multiply-adds).
+    # 49 pixels make a single block of rows: threads share its 40 panels x 4 register tiles of rows
+    # (20M multiply-adds).
     # Cout = 1280 also takes the packed-panel path (rows of the weight 4 KiB or more apart).
     "few_pixels_many_channels": ((1, 7, 7), 320, 1280),
-    # 6384 pixels in many row blocks, two panels of output channels (6M multiply-adds).
+    # 6384 pixels in many row blocks, two panels of output channels: shares that end inside a block
+    # (6M multiply-adds).
     "many_pixels_few_channels": ((2, 56, 57), 24, 40),
     # Odd everything: row tails in every block, a partial vector of channels (4.4M multiply-adds).
     "odd_sizes": ((3, 13, 17), 67, 99),
-    # One block of rows and two panels, fewer work items than threads: the rows split into smaller
-    # blocks, down to a register tile each (4.8M multiply-adds).
+    # One block of rows and two panels: threads share its 2 x 14 (panel, register tile) units, most
+    # counts in runs that end inside a panel (4.8M multiply-adds).
     "few_pixels_few_channels": ((1, 14, 14), 384, 64),
 }
 

@@ -5,12 +5,13 @@
 # carried in the output between blocks of K round exactly as in registers), and bias and activation are
 # fused into the tiles:
 #
-#   work item: a block of rows (pixels) x a chunk of NR-panels  (shared among threads; blocks sized for L2,
-#                                                               smaller when they would leave threads idle)
+#   for each block of rows (pixels)            (sized for L2)
 #     for each block of K (DWCY_GEMM_KC)        (A's block of rows x KC stays in L2)
 #       for each NR-wide panel of W             (the panel's block, KC x NR, stays in L1 over the rows)
 #         for each MR-row tile of the block     (A rows stream through L1)
 #           register tile over the KC; bias first, activation last, store
+#
+# Threads share the (block, panel, tile) units in even, contiguous runs (_pw_run_packed, _gemm_rows).
 #
 # W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
 # blocks of panels (KC x NR): read in place, a panel's rows would lie Cout elements apart, which maps
@@ -164,31 +165,44 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
         i += 4
 
 
+cdef inline Py_ssize_t _gemm_units(const GemmWeights *gw, Py_ssize_t rows) noexcept nogil:
+    """Units of work of ``rows`` rows (_gemm_rows): every panel x every MR-row tile."""
+    return gw.panels * ((rows + DWCY_GEMM_MR - 1) // DWCY_GEMM_MR)
+
+
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                     Py_ssize_t panel_begin, Py_ssize_t panel_end, int activation,
+                     Py_ssize_t first, Py_ssize_t end, int activation,
                      const floating *weight=NULL, floating *panel=NULL) noexcept nogil:
-    """c[:rows, panels] = activation(a @ W[:, panels] + bias); a (rows, k) and c (rows, n) row-major.
+    """Units [first, end) of c[:rows] = activation(a @ W + bias), a (rows, k) and c (rows, n) row-major.
+    Unit u is MR-row tile u % tiles of panel u // tiles (tiles: ceil(rows / MR); _gemm_units in all): a
+    run of units is a run of one panel's tiles, then the next panel's.
 
     K is taken in blocks (the tiles carry the partial sums over in c); the tiles read whole vectors from
     the packed panels and store only the panel's columns. With ``weight`` (k, n) (and gw.panels_data
     NULL), each block of a panel is packed into ``panel`` (kc x nr) just before its tiles read it.
     """
-    cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr
-    cdef Py_ssize_t p, col, kcb, k0 = 0
+    cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = DWCY_GEMM_MR
+    cdef Py_ssize_t tiles = (rows + mr - 1) // mr
+    cdef Py_ssize_t p, col, kcb, row0, row1, k0 = 0
     cdef const floating *b
     cdef int act
+    end = min(end, _gemm_units(gw, rows))
+    if first >= end:
+        return
     while k0 < k:
         kcb = min(gw.kc, k - k0)
         act = activation if k0 + kcb == k else 0  # the activation after the whole sum only
-        for p in range(panel_begin, panel_end):
+        for p in range(first // tiles, (end - 1) // tiles + 1):
             col = p * nr
+            row0 = max(first - p * tiles, 0) * mr
+            row1 = min(min(end - p * tiles, tiles) * mr, rows)
             if weight != NULL:
                 _pack_panel(weight + k0 * n, kcb, n, col, min(nr, n - col), nr, panel)
                 b = panel
             else:
                 b = _gemm_panel(gw, k0, p, a)
-            _gemm_cols(kcb, a + k0, k, rows, b, nr, <const floating *>gw.bias + col, c + col, n,
-                       <int>min(nr, n - col), k0 == 0, act)
+            _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, b, nr, <const floating *>gw.bias + col,
+                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act)
         k0 += kcb
 
 
@@ -242,55 +256,47 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
                         int activation, int num_threads, bint flush=False,
                         const floating *weight=NULL) noexcept nogil:
     """y (pixels, n) = activation(x (pixels, k) @ W + bias), W and bias packed in gw, or (``weight``) W as
-    it is, its panels packed as they are used (_gemm_rows); ``flush``: FTZ/DAZ. 0, or -1 out of memory."""
+    it is, its panels packed as they are used (_gemm_rows); ``flush``: FTZ/DAZ. 0, or -1 out of memory.
+
+    Work items: the units (panel x MR-row tile, _gemm_rows) of every block of rows, block by block; each
+    thread takes an even, contiguous share of them. So the work divides evenly whatever the shape: a
+    14x14 layer of 3 panels once ran as 3 items on 2 threads, one thread doing twice the other's work.
+    """
     cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, gw.k, sizeof(floating))
-    cdef Py_ssize_t blocks = (pixels + block_rows - 1) // block_rows
-    cdef Py_ssize_t tiles = (pixels + DWCY_GEMM_MR - 1) // DWCY_GEMM_MR
-    # Few row blocks (small images): also split the panels, so every thread gets work; and if there are
-    # few panels too (narrow W), smaller blocks of rows, down to one register tile.
-    cdef double multiply_adds = <double>pixels * gw.k * gw.n
-    cdef int wanted = _threads_for(num_threads, tiles * gw.panels, multiply_adds)
-    cdef Py_ssize_t chunks = 1
-    if blocks < 4 * wanted:
-        chunks = min(gw.panels, (4 * wanted + blocks - 1) // blocks)
-    if blocks * chunks < wanted:
-        blocks = min(tiles, (wanted + chunks - 1) // chunks)
-        block_rows = (tiles + blocks - 1) // blocks * DWCY_GEMM_MR
-        blocks = (pixels + block_rows - 1) // block_rows
-    cdef Py_ssize_t items = blocks * chunks
-    cdef int threads = _threads_for(num_threads, items, multiply_adds)
+    cdef Py_ssize_t units = _gemm_units(gw, block_rows)  # per block (the last block's extra ones are empty)
+    cdef Py_ssize_t items = (pixels + block_rows - 1) // block_rows * units
+    cdef int threads = _threads_for(num_threads, items, <double>pixels * gw.k * gw.n)
     cdef Py_ssize_t panel_size = gw.kc * gw.nr if weight != NULL else 0
     cdef floating *panels = NULL
     if weight != NULL:
         panels = <floating *>dwcy_malloc64(threads * panel_size * sizeof(floating))
         if panels == NULL:
             return -1
-    cdef Py_ssize_t item = 0
     cdef int tid = 0
     cdef unsigned int fpu = 0
     if threads == 1:
         fpu = dwcy_fpu_enter(flush)
-        for item in range(items):
-            _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight, panels)
+        _pw_items(gw, x, y, pixels, block_rows, units, 0, items, activation, weight, panels)
         dwcy_fpu_exit(flush, fpu)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
             fpu = dwcy_fpu_enter(flush)
-            for item in range(_share(items, threads, tid), _share(items, threads, tid + 1)):
-                _pw_item(gw, x, y, pixels, block_rows, chunks, item, activation, weight, panels + tid * panel_size)
+            _pw_items(gw, x, y, pixels, block_rows, units, _share(items, threads, tid),
+                      _share(items, threads, tid + 1), activation, weight, panels + tid * panel_size)
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(panels)
     return 0
 
 
-cdef inline void _pw_item(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
-                          Py_ssize_t block_rows, Py_ssize_t chunks, Py_ssize_t item, int activation,
-                          const floating *weight, floating *panel) noexcept nogil:
-    """Work item = (row block, panel chunk)."""
-    cdef Py_ssize_t block = item // chunks
-    cdef Py_ssize_t chunk = item - block * chunks
-    cdef Py_ssize_t row0 = block * block_rows
-    cdef Py_ssize_t rows = min(block_rows, pixels - row0)
-    _gemm_rows(gw, x + row0 * gw.k, rows, y + row0 * gw.n, chunk * gw.panels // chunks,
-               (chunk + 1) * gw.panels // chunks, activation, weight, panel)
+cdef void _pw_items(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
+                    Py_ssize_t block_rows, Py_ssize_t units, Py_ssize_t first, Py_ssize_t end, int activation,
+                    const floating *weight, floating *panel) noexcept nogil:
+    """Work items [first, end): item = block * units + unit, a unit of the block's rows (_gemm_rows)."""
+    cdef Py_ssize_t block, row0
+    if first >= end:
+        return
+    for block in range(first // units, (end - 1) // units + 1):
+        row0 = block * block_rows
+        _gemm_rows(gw, x + row0 * gw.k, min(block_rows, pixels - row0), y + row0 * gw.n,
+                   max(first - block * units, 0), min(end - block * units, units), activation, weight, panel)
