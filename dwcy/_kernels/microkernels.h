@@ -39,9 +39,10 @@
  *                  while every panel of W passes over them), and at most this many MR-row tiles
  * DWCY_GEMM_KC     pointwise: the most input channels in a block of K (K is split evenly into blocks),
  *                  so that a panel's block (KC x NR) stays in L1
- * DWCY_GEMM_PACK_AHEAD_BYTES
- *                  pointwise: with a single block of rows, weights larger than this are packed a panel
- *                  block at a time as the tiles use them (into L1), not all ahead (into memory)
+ * DWCY_GEMM_TILE_PACKS_BELOW
+ *                  pointwise, a single block of rows: when W's rows are closer than this many bytes, the
+ *                  first tile over a panel's block reads it in place and packs it as it goes; farther
+ *                  apart (a new page each), a copy loop packs it first, keeping more of its loads in flight
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us),
  *                  counted as pointwise ones: a depthwise multiply-add counts DWCY_DW_MADD_COST of them
@@ -56,7 +57,7 @@
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320
-#define DWCY_GEMM_PACK_AHEAD_BYTES (512 * 1024)
+#define DWCY_GEMM_TILE_PACKS_BELOW 4096
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 262144
@@ -475,12 +476,28 @@ DWCY_DEFINE_DW_FIXED(f64, double)
  *   last_cols  columns of the last vector to load and store (lanes, or fewer for a row's last panel)
  *   first      start from the bias (the first block of K), else from the partial sums in c
  *   activation applied in registers before the store (DWCY_ACT_NONE except after the last block of K)
+ *   packing    NULL, or where to copy the panel's rows as they are read (k x NV vectors, contiguous): the
+ *              first tile over a panel read in place (b, ldb: the caller's weight) packs it for the others
  */
+/* A tile's two entry points: NAME, and NAME_packing, which also packs (the compiler drops the copy of NAME). */
+#define DWCY_GEMM_TILE_ENTRIES(NAME, T)                                                                          \
+    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
+                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
+    {                                                                                                          \
+        NAME##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, NULL);                \
+    }                                                                                                          \
+    static inline void NAME##_packing(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,       \
+                                      const T *bias, T *c, ptrdiff_t ldc, int rows, int last_cols, int first,  \
+                                      int activation, T *packing)                                              \
+    {                                                                                                          \
+        NAME##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing);             \
+    }
 #if DWCY_VECTOR_EXTENSIONS
 
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
-    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
+    static inline __attribute__((always_inline)) void NAME##_body(                                             \
+        ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias, T *c, ptrdiff_t ldc, \
+        int rows, int last_cols, int first, int activation, T *packing)                                        \
     {                                                                                                          \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                        \
         const T *ar[MR];                                                                                       \
@@ -502,7 +519,10 @@ DWCY_DEFINE_DW_FIXED(f64, double)
                 }                                                                                              \
         }                                                                                                      \
         for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
-            DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));       \
+            DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
+                memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));                                            \
+                if (packing) memcpy(packing + (p * NV + j) * lanes, &bv[j], sizeof(V));                        \
+            }                                                                                                  \
             DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
                 const V av = DWCY_BROADCAST_##T(ar[i][p]);                                                     \
                 DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                              \
@@ -518,20 +538,25 @@ DWCY_DEFINE_DW_FIXED(f64, double)
                     dwcy_store_##T(c + i * ldc + j * lanes, &acc[i][j], last_cols);                            \
             }                                                                                                  \
         }                                                                                                      \
-    }
+    }                                                                                                          \
+    DWCY_GEMM_TILE_ENTRIES(NAME, T)
 #else
 #define DWCY_DEFINE_GEMM_TILE(NAME, T, V, MR, NV)                                                                \
-    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
+    static inline void NAME##_body(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,          \
+                                   const T *bias, T *c, ptrdiff_t ldc, int rows, int last_cols, int first,     \
+                                   int activation, T *packing)                                                 \
     {                                                                                                          \
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                      \
+        if (packing)                                                                                           \
+            for (ptrdiff_t p = 0; p < k; p++) memcpy(packing + p * NV * lanes, b + p * ldb, NV * DWCY_VBYTES); \
         for (int i = 0; i < rows; i++)                                                                         \
             for (int j = 0; j < (NV - 1) * lanes + last_cols; j++) {                                           \
                 T acc = first ? bias[j] : c[i * ldc + j];                                                      \
                 for (ptrdiff_t p = 0; p < k; p++) acc += a[i * lda + p] * b[p * ldb + j];                      \
                 c[i * ldc + j] = dwcy_activate_##T(acc, activation);                                           \
             }                                                                                                  \
-    }
+    }                                                                                                          \
+    DWCY_GEMM_TILE_ENTRIES(NAME, T)
 #endif
 
 /*

@@ -15,11 +15,12 @@
 #
 # W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
 # blocks of panels (KC x NR): read in place, a panel's rows would lie Cout elements apart, which maps
-# them onto a few sets of L1 (and, for a wide W, one page each). A large W read by a single block of rows
-# is packed a panel block at a time instead, as the tiles need it (_pw_run). Rows that do not fill an
-# MR-row tile take 4-row tiles, the last of which reads and stores only the rows that exist; a last panel
-# of one vector or less takes one-vector tiles, and the tiles store only the panel's columns (a masked
-# store for the last vector): nothing outside the caller's arrays is touched.
+# them onto a few sets of L1 (and, for a wide W, one page each). A W read by a single block of rows is
+# packed a panel block at a time instead, as the tiles need it, mostly by the first tile that reads it
+# (_pw_run, _gemm_rows). Rows that do not fill an MR-row tile take 4-row tiles, the last of which reads
+# and stores only the rows that exist; a last panel of one vector or less takes one-vector tiles, and the
+# tiles store only the panel's columns (a masked store for the last vector): nothing outside the caller's
+# arrays is touched.
 #
 # Each output element is bias + the sum over K in order by the same tile, however rows and panels are
 # split among threads: results are bitwise identical at any thread count.
@@ -29,7 +30,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_KC
-    int DWCY_GEMM_PACK_AHEAD_BYTES
+    int DWCY_GEMM_TILE_PACKS_BELOW
     void dwcy_pack_panel_f32(const float *w, Py_ssize_t k, Py_ssize_t ldw, int cols, float *panel) noexcept
     void dwcy_pack_panel_f64(const double *w, Py_ssize_t k, Py_ssize_t ldw, int cols, double *panel) noexcept
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
@@ -40,6 +41,14 @@ cdef extern from "microkernels.h" nogil:
                             float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f32_4x1(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
                            float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_mrx2_packing(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                    float *, Py_ssize_t, int, int, int, int, float *) noexcept
+    void dwcy_gemm_f32_4x2_packing(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                   float *, Py_ssize_t, int, int, int, int, float *) noexcept
+    void dwcy_gemm_f64_mrx2_packing(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                    const double *, double *, Py_ssize_t, int, int, int, int, double *) noexcept
+    void dwcy_gemm_f64_4x2_packing(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                   const double *, double *, Py_ssize_t, int, int, int, int, double *) noexcept
     void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
                             double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
@@ -122,8 +131,20 @@ cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssi
 
 cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
                        const floating *b, Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
-                       int last_cols, bint first, int activation) noexcept nogil:
-    """The register tile of mr (DWCY_GEMM_MR or 4) rows, ``rows`` of them real, x one or two vectors."""
+                       int last_cols, bint first, int activation, floating *packing) noexcept nogil:
+    """The register tile of mr (DWCY_GEMM_MR or 4) rows, ``rows`` of them real, x one or two vectors;
+    ``packing``: NULL, or where it copies the panel's rows it reads (two vectors only; microkernels.h)."""
+    if packing != NULL:
+        if floating is float:
+            if mr == DWCY_GEMM_MR:
+                dwcy_gemm_f32_mrx2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+            else:
+                dwcy_gemm_f32_4x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+        elif mr == DWCY_GEMM_MR:
+            dwcy_gemm_f64_mrx2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+        else:
+            dwcy_gemm_f64_4x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+        return
     if floating is float:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
@@ -148,21 +169,23 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
 
 cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_ssize_t rows, const floating *b,
                             Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
-                            int activation) noexcept nogil:
-    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: MR rows a tile, then up to 4."""
+                            int activation, floating *packing=NULL) noexcept nogil:
+    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: MR rows a tile, then up to 4. With
+    ``packing``, b is a whole panel of the caller's weight: the first tile copies it there as it reads it,
+    and the others read the copy."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
     cdef Py_ssize_t i = 0
     cdef int mr = DWCY_GEMM_MR
-    while i + mr <= rows:
-        _tile(mr, mr, two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc, last_cols, first,
-              activation)
-        i += mr
+    cdef int tile_rows
     while i < rows:
-        _tile(4, <int>min(4, rows - i), two_vectors, k, a + i * lda, lda, b, ldb, bias, c + i * ldc, ldc,
-              last_cols, first, activation)
-        i += 4
+        tile_rows = mr if i + mr <= rows else 4
+        _tile(tile_rows, <int>min(tile_rows, rows - i), two_vectors, k, a + i * lda, lda, b, ldb, bias,
+              c + i * ldc, ldc, last_cols, first, activation, packing)
+        if packing != NULL:  # packed now: the other tiles read the copy
+            b, ldb, packing = packing, 2 * lanes, NULL
+        i += tile_rows
 
 
 cdef inline Py_ssize_t _gemm_units(const GemmWeights *gw, Py_ssize_t rows) noexcept nogil:
@@ -179,7 +202,9 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
 
     K is taken in blocks (the tiles carry the partial sums over in c); the tiles read whole vectors from
     the packed panels and store only the panel's columns. With ``weight`` (k, n) (and gw.panels_data
-    NULL), each block of a panel is packed into ``panel`` (kc x nr) just before its tiles read it.
+    NULL), each block of a panel is packed into ``panel`` (kc x nr) as its tiles need it: by the first tile,
+    which reads it in place, when W's rows are close (DWCY_GEMM_TILE_PACKS_BELOW; the copy then costs
+    next to nothing: those loads are the tile's own), else by a copy loop just before.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = DWCY_GEMM_MR
     cdef Py_ssize_t tiles = (rows + mr - 1) // mr
@@ -196,6 +221,10 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             col = p * nr
             row0 = max(first - p * tiles, 0) * mr
             row1 = min(min(end - p * tiles, tiles) * mr, rows)
+            if weight != NULL and n - col >= nr and n * sizeof(floating) < DWCY_GEMM_TILE_PACKS_BELOW:
+                _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, weight + k0 * n + col, n,
+                           <const floating *>gw.bias + col, c + row0 * n + col, n, <int>nr, k0 == 0, act, panel)
+                continue
             if weight != NULL:
                 _pack_panel(weight + k0 * n, kcb, n, col, min(nr, n - col), nr, panel)
                 b = panel
@@ -223,19 +252,16 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
                  bint flush=False) noexcept nogil:
     """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory.
 
-    With one block of rows (small images), every panel is read by one block only; then a W larger than
-    DWCY_GEMM_PACK_AHEAD_BYTES, or any W of a call that runs on several threads, is packed a panel block at
-    a time, by the thread that uses it, into a buffer that stays in L1, rather than all at once into memory
-    (for a 960 x 320 W: 1.2 MB written and read back, a sixth of the call) by one thread while the others
-    wait. Otherwise W is packed once, ahead.
+    With one block of rows (small images), every panel is read by one block only: W is packed a panel
+    block at a time, by the thread that uses it, into a buffer that stays in L1 (_gemm_rows), rather than
+    all at once into memory (for a 960 x 320 W: 1.2 MB written and read back, a sixth of the call) by one
+    thread while the others wait. Otherwise W is packed once, ahead.
     """
     cdef int lanes = _lanes(x)
     cdef GemmWeights gw
     cdef floating *packed
     cdef int rc
-    cdef bint threaded = _threads_for(num_threads, _gemm_panels(n, lanes), <double>pixels * k * n) > 1
-    if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)) and (
-            threaded or k * n * sizeof(floating) > DWCY_GEMM_PACK_AHEAD_BYTES):
+    if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)):
         packed = <floating *>dwcy_malloc64(_gemm_padded_n(n, lanes) * sizeof(floating))  # the bias only
         if packed == NULL:
             return -1
