@@ -188,9 +188,9 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
         i += tile_rows
 
 
-cdef inline Py_ssize_t _gemm_units(const GemmWeights *gw, Py_ssize_t rows) noexcept nogil:
+cdef inline Py_ssize_t _gemm_units(Py_ssize_t panels, Py_ssize_t rows) noexcept nogil:
     """Units of work of ``rows`` rows (_gemm_rows): every panel x every MR-row tile."""
-    return gw.panels * ((rows + DWCY_GEMM_MR - 1) // DWCY_GEMM_MR)
+    return panels * ((rows + DWCY_GEMM_MR - 1) // DWCY_GEMM_MR)
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
@@ -211,7 +211,7 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
     cdef Py_ssize_t p, col, kcb, row0, row1, k0 = 0
     cdef const floating *b
     cdef int act
-    end = min(end, _gemm_units(gw, rows))
+    end = min(end, _gemm_units(gw.panels, rows))
     if first >= end:
         return
     while k0 < k:
@@ -252,16 +252,20 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
                  bint flush=False) noexcept nogil:
     """y (pixels, n) = activation(x (pixels, k) @ weight (k, n) + bias). Returns 0, or -1 out of memory.
 
-    With one block of rows (small images), every panel is read by one block only: W is packed a panel
-    block at a time, by the thread that uses it, into a buffer that stays in L1 (_gemm_rows), rather than
-    all at once into memory (for a 960 x 320 W: 1.2 MB written and read back, a sixth of the call) by one
-    thread while the others wait. Otherwise W is packed once, ahead.
+    With at most two blocks of rows per thread (small images), W is packed a panel block at a time as the
+    tiles use it, by each thread, mostly inside the first tile that reads it, into a buffer that stays in
+    L1 (_gemm_rows): each block packs the panels again, but no thread packs all of W (for a 960 x 320 W:
+    1.2 MB written and read back, a sixth of the call) while the others wait, and then read it from its
+    core's cache (a 28x28 layer on two threads: 20 % of the time). With more blocks, W is packed once,
+    ahead.
     """
     cdef int lanes = _lanes(x)
     cdef GemmWeights gw
     cdef floating *packed
     cdef int rc
-    if pixels <= _gemm_block_rows(pixels, k, sizeof(floating)):
+    cdef Py_ssize_t block_rows, units, items
+    cdef int threads = _pw_split(pixels, k, n, lanes, sizeof(floating), num_threads, &block_rows, &units, &items)
+    if items // units <= 2 * threads:
         packed = <floating *>dwcy_malloc64(_gemm_padded_n(n, lanes) * sizeof(floating))  # the bias only
         if packed == NULL:
             return -1
@@ -288,10 +292,9 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
     thread takes an even, contiguous share of them. So the work divides evenly whatever the shape: a
     14x14 layer of 3 panels once ran as 3 items on 2 threads, one thread doing twice the other's work.
     """
-    cdef Py_ssize_t block_rows = _gemm_block_rows(pixels, gw.k, sizeof(floating))
-    cdef Py_ssize_t units = _gemm_units(gw, block_rows)  # per block (the last block's extra ones are empty)
-    cdef Py_ssize_t items = (pixels + block_rows - 1) // block_rows * units
-    cdef int threads = _threads_for(num_threads, items, <double>pixels * gw.k * gw.n)
+    cdef Py_ssize_t block_rows, units, items
+    cdef int threads = _pw_split(pixels, gw.k, gw.n, _lanes(x), sizeof(floating), num_threads, &block_rows,
+                                 &units, &items)
     cdef Py_ssize_t panel_size = gw.kc * gw.nr if weight != NULL else 0
     cdef floating *panels = NULL
     if weight != NULL:
@@ -313,6 +316,17 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(panels)
     return 0
+
+
+cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t itemsize,
+                          int num_threads, Py_ssize_t *block_rows, Py_ssize_t *units,
+                          Py_ssize_t *items) noexcept nogil:
+    """The work items of a pointwise call (_pw_run_packed): the rows of a block, the units of a block (the
+    last block's extra ones are empty) and the items in all; returns the threads they take."""
+    block_rows[0] = _gemm_block_rows(pixels, k, itemsize)
+    units[0] = _gemm_units(_gemm_panels(n, lanes), block_rows[0])
+    items[0] = (pixels + block_rows[0] - 1) // block_rows[0] * units[0]
+    return _threads_for(num_threads, items[0], <double>pixels * k * n)
 
 
 cdef void _pw_items(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
