@@ -169,15 +169,14 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
 
 cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_ssize_t rows, const floating *b,
                             Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
-                            int activation, floating *packing=NULL) noexcept nogil:
-    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: MR rows a tile, then up to 4. With
-    ``packing``, b is a whole panel of the caller's weight: the first tile copies it there as it reads it,
-    and the others read the copy."""
+                            int activation, int mr, floating *packing=NULL) noexcept nogil:
+    """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: mr (DWCY_GEMM_MR or 4) rows a tile, then
+    up to 4. With ``packing``, b is a whole panel of the caller's weight: the first tile copies it there as
+    it reads it, and the others read the copy."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
     cdef Py_ssize_t i = 0
-    cdef int mr = DWCY_GEMM_MR
     cdef int tile_rows
     while i < rows:
         tile_rows = mr if i + mr <= rows else 4
@@ -188,17 +187,18 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
         i += tile_rows
 
 
-cdef inline Py_ssize_t _gemm_units(Py_ssize_t panels, Py_ssize_t rows) noexcept nogil:
-    """Units of work of ``rows`` rows (_gemm_rows): every panel x every MR-row tile."""
-    return panels * ((rows + DWCY_GEMM_MR - 1) // DWCY_GEMM_MR)
+cdef inline Py_ssize_t _gemm_units(Py_ssize_t panels, Py_ssize_t rows, int unit_rows) noexcept nogil:
+    """Units of work of ``rows`` rows (_gemm_rows): every panel x every tile of unit_rows rows."""
+    return panels * ((rows + unit_rows - 1) // unit_rows)
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                     Py_ssize_t first, Py_ssize_t end, int activation,
+                     Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows=DWCY_GEMM_MR,
                      const floating *weight=NULL, floating *panel=NULL) noexcept nogil:
     """Units [first, end) of c[:rows] = activation(a @ W + bias), a (rows, k) and c (rows, n) row-major.
-    Unit u is MR-row tile u % tiles of panel u // tiles (tiles: ceil(rows / MR); _gemm_units in all): a
-    run of units is a run of one panel's tiles, then the next panel's.
+    Unit u is tile u % tiles of panel u // tiles (tiles of unit_rows rows, DWCY_GEMM_MR or 4: tiles =
+    ceil(rows / unit_rows); _gemm_units in all): a run of units is a run of one panel's tiles, then the
+    next panel's. Tiles of either height sum each output element alike (bias, then k in order).
 
     K is taken in blocks (the tiles carry the partial sums over in c); the tiles read whole vectors from
     the packed panels and store only the panel's columns. With ``weight`` (k, n) (and gw.panels_data
@@ -206,12 +206,12 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
     which reads it in place, when W's rows are close (DWCY_GEMM_TILE_PACKS_BELOW; the copy then costs
     next to nothing: those loads are the tile's own), else by a copy loop just before.
     """
-    cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = DWCY_GEMM_MR
+    cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = unit_rows
     cdef Py_ssize_t tiles = (rows + mr - 1) // mr
     cdef Py_ssize_t p, col, kcb, row0, row1, k0 = 0
     cdef const floating *b
     cdef int act
-    end = min(end, _gemm_units(gw.panels, rows))
+    end = min(end, _gemm_units(gw.panels, rows, unit_rows))
     if first >= end:
         return
     while k0 < k:
@@ -223,7 +223,8 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             row1 = min(min(end - p * tiles, tiles) * mr, rows)
             if weight != NULL and n - col >= nr and n * sizeof(floating) < DWCY_GEMM_TILE_PACKS_BELOW:
                 _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, weight + k0 * n + col, n,
-                           <const floating *>gw.bias + col, c + row0 * n + col, n, <int>nr, k0 == 0, act, panel)
+                           <const floating *>gw.bias + col, c + row0 * n + col, n, <int>nr, k0 == 0, act, unit_rows,
+                           panel)
                 continue
             if weight != NULL:
                 _pack_panel(weight + k0 * n, kcb, n, col, min(nr, n - col), nr, panel)
@@ -231,7 +232,7 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             else:
                 b = _gemm_panel(gw, k0, p, a)
             _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, b, nr, <const floating *>gw.bias + col,
-                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act)
+                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act, unit_rows)
         k0 += kcb
 
 
@@ -263,9 +264,9 @@ cdef int _pw_run(const floating *x, const floating *weight, const floating *bias
     cdef GemmWeights gw
     cdef floating *packed
     cdef int rc
-    cdef Py_ssize_t block_rows, units, items
-    cdef int threads = _pw_split(pixels, k, n, lanes, sizeof(floating), num_threads, &block_rows, &units, &items)
-    if items // units <= 2 * threads:
+    cdef PwWork work
+    cdef int threads = _pw_split(pixels, k, n, lanes, sizeof(floating), num_threads, &work)
+    if work.items // work.units <= 2 * threads:
         packed = <floating *>dwcy_malloc64(_gemm_padded_n(n, lanes) * sizeof(floating))  # the bias only
         if packed == NULL:
             return -1
@@ -292,9 +293,8 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
     thread takes an even, contiguous share of them. So the work divides evenly whatever the shape: a
     14x14 layer of 3 panels once ran as 3 items on 2 threads, one thread doing twice the other's work.
     """
-    cdef Py_ssize_t block_rows, units, items
-    cdef int threads = _pw_split(pixels, gw.k, gw.n, _lanes(x), sizeof(floating), num_threads, &block_rows,
-                                 &units, &items)
+    cdef PwWork work
+    cdef int threads = _pw_split(pixels, gw.k, gw.n, _lanes(x), sizeof(floating), num_threads, &work)
     cdef Py_ssize_t panel_size = gw.kc * gw.nr if weight != NULL else 0
     cdef floating *panels = NULL
     if weight != NULL:
@@ -305,38 +305,54 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
     cdef unsigned int fpu = 0
     if threads == 1:
         fpu = dwcy_fpu_enter(flush)
-        _pw_items(gw, x, y, pixels, block_rows, units, 0, items, activation, weight, panels)
+        _pw_items(gw, x, y, pixels, &work, 0, work.items, activation, weight, panels)
         dwcy_fpu_exit(flush, fpu)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
             fpu = dwcy_fpu_enter(flush)
-            _pw_items(gw, x, y, pixels, block_rows, units, _share(items, threads, tid),
-                      _share(items, threads, tid + 1), activation, weight, panels + tid * panel_size)
+            _pw_items(gw, x, y, pixels, &work, _share(work.items, threads, tid),
+                      _share(work.items, threads, tid + 1), activation, weight, panels + tid * panel_size)
             dwcy_fpu_exit(flush, fpu)
     dwcy_free64(panels)
     return 0
 
 
+ctypedef struct PwWork:
+    # How _pw_run_packed splits a call: item = block * units + unit (_gemm_rows' units of a block of rows).
+    Py_ssize_t block_rows   # rows of a block
+    int unit_rows           # rows of a unit's tile: DWCY_GEMM_MR, or 4 when those units are too few
+    Py_ssize_t units        # units of a block (the last block's extra ones are empty)
+    Py_ssize_t items        # in all
+
+
 cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t itemsize,
-                          int num_threads, Py_ssize_t *block_rows, Py_ssize_t *units,
-                          Py_ssize_t *items) noexcept nogil:
-    """The work items of a pointwise call (_pw_run_packed): the rows of a block, the units of a block (the
-    last block's extra ones are empty) and the items in all; returns the threads they take."""
-    block_rows[0] = _gemm_block_rows(pixels, k, itemsize)
-    units[0] = _gemm_units(_gemm_panels(n, lanes), block_rows[0])
-    items[0] = (pixels + block_rows[0] - 1) // block_rows[0] * units[0]
-    return _threads_for(num_threads, items[0], <double>pixels * k * n)
+                          int num_threads, PwWork *work) noexcept nogil:
+    """The work items of a pointwise call (_pw_run_packed); returns the threads they take. Units of 4-row
+    tiles when MR-row ones would not give each thread four (a 7x7 layer's 4 row tiles x 5 panels on 16
+    threads: a few threads did two units, all the others waited for them)."""
+    cdef double multiply_adds = <double>pixels * k * n
+    cdef int threads
+    work.block_rows = _gemm_block_rows(pixels, k, itemsize)
+    work.unit_rows = DWCY_GEMM_MR
+    while True:
+        work.units = _gemm_units(_gemm_panels(n, lanes), work.block_rows, work.unit_rows)
+        work.items = (pixels + work.block_rows - 1) // work.block_rows * work.units
+        threads = _threads_for(num_threads, work.items, multiply_adds)
+        if work.unit_rows <= 4 or work.items >= 4 * threads:
+            return threads
+        work.unit_rows = 4
 
 
 cdef void _pw_items(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
-                    Py_ssize_t block_rows, Py_ssize_t units, Py_ssize_t first, Py_ssize_t end, int activation,
+                    const PwWork *work, Py_ssize_t first, Py_ssize_t end, int activation,
                     const floating *weight, floating *panel) noexcept nogil:
-    """Work items [first, end): item = block * units + unit, a unit of the block's rows (_gemm_rows)."""
-    cdef Py_ssize_t block, row0
+    """Work items [first, end) (PwWork)."""
+    cdef Py_ssize_t block, row0, units = work.units
     if first >= end:
         return
     for block in range(first // units, (end - 1) // units + 1):
-        row0 = block * block_rows
-        _gemm_rows(gw, x + row0 * gw.k, min(block_rows, pixels - row0), y + row0 * gw.n,
-                   max(first - block * units, 0), min(end - block * units, units), activation, weight, panel)
+        row0 = block * work.block_rows
+        _gemm_rows(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
+                   max(first - block * units, 0), min(end - block * units, units), activation, work.unit_rows,
+                   weight, panel)

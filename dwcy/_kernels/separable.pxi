@@ -34,8 +34,8 @@ cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_p
     cdef Py_ssize_t rows = min(band_rows, g.oh - oh0)
     cdef const floating *bpack = _dw_packed_bias(dw_packed, g)
     _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite)
-    _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0, _gemm_units(gw.panels, rows * g.ow),
-               activation)
+    _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
+               _gemm_units(gw.panels, rows * g.ow, DWCY_GEMM_MR), activation)
 
 
 cdef inline double _sep_work(const DwGeometry *g, Py_ssize_t cout) noexcept nogil:
