@@ -43,6 +43,9 @@
  *                  pointwise, a single block of rows: when W's rows are closer than this many bytes, the
  *                  first tile over a panel's block reads it in place and packs it as it goes; farther
  *                  apart (a new page each), a copy loop packs it first, keeping more of its loads in flight
+ * DWCY_GEMM_PACK_PREFETCH
+ *                  pointwise: rows of W a tile that packs it (above) prefetches ahead: in a network, W comes
+ *                  cold from L3 or memory, and its rows, Cout apart, defeat the hardware prefetchers
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us),
  *                  counted as pointwise ones: a depthwise multiply-add counts DWCY_DW_MADD_COST of them
@@ -58,6 +61,7 @@
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320
 #define DWCY_GEMM_TILE_PACKS_BELOW 4096
+#define DWCY_GEMM_PACK_PREFETCH 16
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 262144
@@ -521,7 +525,10 @@ DWCY_DEFINE_DW_FIXED(f64, double)
         for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
             DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
                 memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));                                            \
-                if (packing) memcpy(packing + (p * NV + j) * lanes, &bv[j], sizeof(V));                        \
+                if (packing) { /* W read in place: cold, rows apart; fetch a few rows ahead */                 \
+                    __builtin_prefetch(b + (p + DWCY_GEMM_PACK_PREFETCH) * ldb + j * lanes);                    \
+                    memcpy(packing + (p * NV + j) * lanes, &bv[j], sizeof(V));                                 \
+                }                                                                                              \
             }                                                                                                  \
             DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
                 const V av = DWCY_BROADCAST_##T(ar[i][p]);                                                     \
