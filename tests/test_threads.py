@@ -56,6 +56,22 @@ def test_bitwise_identical_at_any_thread_count(rng, name, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_non_finite_weights_at_any_thread_count(rng, dtype):
+    # A NaN and an infinite weight (their padded taps make NaN, as in the reference) in a one-image case whose
+    # finite weights split into groups of channel blocks: the same result, NaN where the reference has it.
+    x, weight, bias, kwargs = case_inputs(rng, dtype, "3x3_one_image_channel_groups")
+    weight[0, 1, 37] = np.nan
+    weight[2, 2, -1] = -np.inf
+    with np.errstate(invalid="ignore"):
+        expected = dwcy.reference.depthwise_conv2d(x, weight, bias, **kwargs)
+    one_thread = dwcy.depthwise_conv2d(x, weight, bias, num_threads=1, **kwargs)
+    np.testing.assert_array_equal(np.isnan(one_thread), np.isnan(expected), err_msg="NaN positions differ")
+    for num_threads in THREAD_COUNTS:
+        y = dwcy.depthwise_conv2d(x, weight, bias, num_threads=num_threads, **kwargs)
+        assert np.array_equal(y, one_thread, equal_nan=True), f"num_threads={num_threads} differs from num_threads=1"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_bitwise_identical_under_threadpool_limits(rng, dtype):
     x, weight, bias, kwargs = case_inputs(rng, dtype, "5x5_stride2_multiplier2")
     default = dwcy.depthwise_conv2d(x, weight, bias, **kwargs)
