@@ -102,6 +102,10 @@ GUARDED_CASES = {
     "f32_C17_bottom_right_even_kernel": (np.float32, (1, 11, 23, 17), 4, 1, dict(padding="same", stride=2)),
     "f64_C9_bottom_right_same_stride2": (np.float64, (1, 9, 21, 9), 3, 2, dict(padding="same", stride=2)),
     "f32_C17_5x5_dilated": (np.float32, (1, 9, 25, 17), 5, 1, dict(padding="same", dilation=2)),
+    # The 5- and 7-wide tiles of stride 1: pairs of vectors, an odd last block and a masked channel tail.
+    "f32_C53_7x7": (np.float32, (1, 9, 21, 53), 7, 1, dict(padding="same")),
+    "f32_C33_7x7_image_narrower_than_the_kernel": (np.float32, (1, 3, 4, 33), 7, 1, dict(padding="same")),
+    "f64_C19_5x5": (np.float64, (1, 7, 19, 19), 5, 1, dict(padding="same")),
     "f32_C1": (np.float32, (1, 3, 21, 1), 3, 1, dict(padding="same")),
     "f32_1x1_image": (np.float32, (1, 1, 1, 17), 3, 1, dict(padding="same")),
     "f64_1x1_image_multiplier2": (np.float64, (1, 1, 1, 9), 3, 2, dict(padding="same", activation="hardswish")),

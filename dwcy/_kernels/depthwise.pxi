@@ -7,8 +7,8 @@
 # reading each row in memory order (_dw_chunk). In a row:
 #
 #   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
-#   5 or 7 wide of stride 1 (dilation 1) the left edge on (7 wide, the last odd block and the tail: 1
-#                                       vector), input loads shared among taps, padding columns skipped
+#   5 or 7 wide of stride 1 (dilation 1) the left edge on (the last odd block and the tail: 1 vector),
+#                                       input loads shared among taps, padding columns skipped
 #   other kernels, interior columns     DWCY_DW_PIXELS pixels x 1 vector a tile, then 4 pixels x 2
 #   (every column tap in the image)     vectors for what is left, then single pixels
 #   other kernels, borders              1 pixel x 4 vectors a tile, taps clipped to the image
@@ -120,24 +120,19 @@ cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
     return ROW_GENERAL
 
 
-cdef inline int _row_tile_vectors(RowTile kind) noexcept nogil:
-    """Vectors of channels the row's tile takes at a time (7-wide kernels: one, see microkernels.h)."""
-    return 1 if kind == ROW_K7S1 else DWCY_DW_FIXED_VECTORS
-
-
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """One output row of a kernel whose width and stride have a tile of their own (_row_tile), channel blocks
     [b0, b1), the last possibly the partial block of the channel tail: DWCY_DW_PIXELS pixels a tile from the
     left edge on, each tile skipping the padding columns it meets and storing its real pixels and channels;
-    whole blocks _row_tile_vectors at a time, the rest one at a time."""
+    whole blocks DWCY_DW_FIXED_VECTORS at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
     cdef Py_ssize_t span = (pixels - 1) * g.sw + g.kw  # input columns of a tile
     cdef Py_ssize_t whole = min(b1, co // lanes)  # blocks of LANES channels, not the tail
     cdef const floating *x = <const floating *>r.x
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes
-    cdef int most = _row_tile_vectors(kind)
+    cdef int most = DWCY_DW_FIXED_VECTORS
     cdef Py_ssize_t t, ow0, iw0, b
     cdef int q_lo, q_hi, npix, vectors
     for t in range((g.ow + pixels - 1) // pixels):
@@ -451,14 +446,13 @@ cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t item
     if g.m > 1 or not _dw_image_in_l2(g, itemsize):
         return max(1, blocks)
     cdef Py_ssize_t span = ((g.kh - 1) * g.dh + 1) * g.w * lanes * itemsize  # bytes of one block
-    return max(_row_tile_vectors(_row_tile(g)), min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
+    return max(DWCY_DW_FIXED_VECTORS, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
 
 
-cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t parts, Py_ssize_t i,
-                                const DwGeometry *g) noexcept nogil:
+cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t parts, Py_ssize_t i) noexcept nogil:
     """Where part i of ``parts`` even parts of the channel blocks [first, end) begins (i = parts: end): in
-    whole tiles of the row's vectors (_row_tile_vectors), so that no part leaves a tile a vector short."""
-    cdef Py_ssize_t step = _row_tile_vectors(_row_tile(g))
+    whole tiles of DWCY_DW_FIXED_VECTORS vectors, so that no part leaves a tile a vector short."""
+    cdef Py_ssize_t step = DWCY_DW_FIXED_VECTORS
     if i >= parts:
         return end
     return first + i * ((end - first) // step) // parts * step
@@ -473,7 +467,7 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    cdef Py_ssize_t first = _dw_part(0, blocks, groups, group, g), end = _dw_part(0, blocks, groups, group + 1, g)
+    cdef Py_ssize_t first = _dw_part(0, blocks, groups, group), end = _dw_part(0, blocks, groups, group + 1)
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
@@ -482,8 +476,8 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
         _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
     else:
         for c in range(chunks):
-            b0 = _dw_part(first, end, chunks, c, g)
-            b1 = _dw_part(first, end, chunks, c + 1, g)
+            b0 = _dw_part(first, end, chunks, c)
+            b1 = _dw_part(first, end, chunks, c + 1)
             for i in range(rows):
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
                 _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1 and group == groups - 1)
@@ -561,8 +555,8 @@ cdef void _dw_pack_groups(const floating *weight, const floating *bias, const Dw
         return
     for item in range(first, end):  # fewer items than groups: distinct groups
         group = item % groups
-        _dw_pack_blocks(weight, bias, g, packed, _dw_part(0, whole, groups, group, g),
-                        _dw_part(0, whole, groups, group + 1, g) if group + 1 < groups else blocks)
+        _dw_pack_blocks(weight, bias, g, packed, _dw_part(0, whole, groups, group),
+                        _dw_part(0, whole, groups, group + 1) if group + 1 < groups else blocks)
 
 
 cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int threads, bint weights_finite,
@@ -577,7 +571,7 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     cdef Py_ssize_t grp = 1, bands = 1
     if g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize):
-        grp = max(1, min(blocks // _row_tile_vectors(_row_tile(g)), (want + g.n - 1) // g.n))
+        grp = max(1, min(blocks // DWCY_DW_FIXED_VECTORS, (want + g.n - 1) // g.n))
     if g.n * grp < want:
         bands = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))
     band_rows[0] = (g.oh + bands - 1) // bands  # even bands
