@@ -35,6 +35,8 @@ CASES = {
                                          kwargs=dict(padding="same", activation="relu6")),
     "7x7_one_image_channel_groups": dict(shape=(1, 16, 17, 211), kernel=7, multiplier=1,
                                          kwargs=dict(padding="same", stride=(2, 1))),
+    "3x3_dilation2_one_image": dict(shape=(1, 21, 19, 157), kernel=3, multiplier=1,
+                                    kwargs=dict(padding="same", dilation=2, activation="relu")),
 }
 
 

@@ -7,8 +7,8 @@
 # reading each row in memory order (_dw_chunk). In a row:
 #
 #   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
-#   5 or 7 wide of stride 1 (dilation 1) the left edge on (the last odd block and the tail: 1 vector),
-#                                       input loads shared among taps, padding columns skipped
+#   5 or 7 wide of stride 1 (dilation   the left edge on (the last odd block and the tail: 1 vector),
+#   1), 3 wide of stride 1, dilation 2  input loads shared among taps, padding columns skipped
 #   other kernels, interior columns     DWCY_DW_PIXELS pixels x 1 vector a tile, then 4 pixels x 2
 #   (every column tap in the image)     vectors for what is left, then single pixels
 #   other kernels, borders              1 pixel x 4 vectors a tile, taps clipped to the image
@@ -74,6 +74,7 @@ cdef extern from "microkernels.h" nogil:
         ROW_K3S2 "DWCY_ROW_K3S2"
         ROW_K5S1 "DWCY_ROW_K5S1"
         ROW_K7S1 "DWCY_ROW_K7S1"
+        ROW_K3S1D2 "DWCY_ROW_K3S1D2"
     void dwcy_dw_f32_fixed(RowTile kind, int vectors, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const float *bias, float *y, Py_ssize_t y_pix_step,
@@ -107,6 +108,8 @@ cdef inline int _lanes(const floating *dummy) noexcept nogil:
 
 
 cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
+    if g.dw == 2 and g.kw == 3 and g.sw == 1:
+        return ROW_K3S1D2
     if g.dw != 1:
         return ROW_GENERAL
     if g.kw == 3 and g.sw == 1:
@@ -128,7 +131,7 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
     whole blocks DWCY_DW_FIXED_VECTORS at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
-    cdef Py_ssize_t span = (pixels - 1) * g.sw + g.kw  # input columns of a tile
+    cdef Py_ssize_t span = (pixels - 1) * g.sw + (g.kw - 1) * g.dw + 1  # input columns of a tile (DWCY_DW_SPAN)
     cdef Py_ssize_t whole = min(b1, co // lanes)  # blocks of LANES channels, not the tail
     cdef const floating *x = <const floating *>r.x
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes

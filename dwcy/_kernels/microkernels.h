@@ -290,10 +290,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
 #endif
 
 /*
- * Depthwise tile with the kernel width and stride known at compile time (KW taps, stride SW, dilation 1):
- * DWCY_DW_PIXELS pixels x NVEC vectors anywhere in a row, borders included. Each input vector of a tap row
- * is loaded once and used by every (pixel, tap) pair that needs it: (NPIX - 1) * SW + KW loads per tap row
- * instead of NPIX * KW (10 instead of 24 for 3x3 stride 1). Two vectors (DWCY_DW_FIXED_VECTORS) give
+ * Depthwise tile with the kernel width, stride and dilation known at compile time (KW taps, stride SW,
+ * dilation DW): DWCY_DW_PIXELS pixels x NVEC vectors anywhere in a row, borders included. Each input vector
+ * of a tap row is loaded once and used by every (pixel, tap) pair that needs it: DWCY_DW_SPAN loads per tap
+ * row instead of NPIX * KW (10 instead of 24 for 3x3 stride 1). Two vectors (DWCY_DW_FIXED_VECTORS) give
  * twice the independent accumulations for the same loop: a pixel's 9 dependent FMAs no longer bound it.
  *
  *   x          input row of the first valid tap row, at column 0 and the tile's first channel
@@ -310,28 +310,30 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
  *
  * Pixel p sums bias, then its valid taps in (kh, kw) order: the sums of the general tile, bit for bit.
  */
+/* The input columns of a tile's tap row: pixel p's tap j reads column p * SW + j * DW. */
+#define DWCY_DW_SPAN(NPIX, KW, SW, DW) (((NPIX) - 1) * (SW) + ((KW) - 1) * (DW) + 1)
 #if DWCY_VECTOR_EXTENSIONS
 /* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
 #define DWCY_LOAD_WHOLE(v, src) memcpy(&(v), (src), sizeof(v))
 #define DWCY_LOAD_TAIL_float(v, src) dwcy_load_float(&(v), (src), nc)
 #define DWCY_LOAD_TAIL_double(v, src) dwcy_load_double(&(v), (src), nc)
-#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, SKIP, LOAD)                                               \
+#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, SKIP, LOAD)                                           \
     {                                                                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
         DWCY_UNROLL for (int j = 0; j < KW; j++)                                                               \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                         \
                 memcpy(&wv[j][v], w + v * w_block_step + i * w_row_step + j * lanes, sizeof(V));               \
-        DWCY_UNROLL for (int q = 0; q < (NPIX - 1) * SW + KW; q++) {                                           \
+        DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, KW, SW, DW); q++) {                                  \
             if (SKIP) continue;                                                                                \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++) LOAD(xv[v], xr + q * col_step + v * lanes);             \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
-                const int j = q - p * SW;                                                                      \
-                if (j >= 0 && j < KW)                                                                          \
+                const int d = q - p * SW, j = d / DW;                                                          \
+                if (d >= 0 && d % DW == 0 && j < KW)                                                           \
                     DWCY_UNROLL for (int v = 0; v < NVEC; v++) acc[p][v] += xv[v] * wv[j][v];                  \
             }                                                                                                  \
         }                                                                                                      \
     }
-#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW)                                               \
+#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
                             const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int nc, int activation)   \
@@ -342,16 +344,18 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
             memcpy(&xv[v], bias + v * lanes, sizeof(V));                                                   \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p][v] = xv[v];                                  \
         }                                                                                                  \
-        /* Input column q feeds pixel p through tap j = q - p*SW. Taps accumulate in order: for a pixel */ \
-        /* p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */        \
+        /* Input column q feeds pixel p through tap j = (q - p*SW) / DW. Taps accumulate in order: for a */\
+        /* pixel p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */  \
         if (NVEC == 1 && nc < lanes)                                                                       \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_TAIL_##T) \
-        else if (q_lo == 0 && q_hi == (NPIX - 1) * SW + KW)                                                \
-            for (int i = 0; i < nkh; i++) DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, 0, DWCY_LOAD_WHOLE) \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi),              \
+                                      DWCY_LOAD_TAIL_##T)                                                  \
+        else if (q_lo == 0 && q_hi == DWCY_DW_SPAN(NPIX, KW, SW, DW))                                      \
+            for (int i = 0; i < nkh; i++)                                                                  \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_WHOLE)                    \
         else                                                                                               \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE)  \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE) \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
             if (p >= npix) break;                                                                          \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                   \
@@ -364,7 +368,7 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
         }                                                                                                  \
     }
 #else
-#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW)                                               \
+#define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
                             const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int nc, int activation)   \
@@ -376,7 +380,7 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
                     T acc = bias[v * lanes + l];                                                           \
                     for (int i = 0; i < nkh; i++)                                                          \
                         for (int j = 0; j < KW; j++) {                                                     \
-                            const int q = p * SW + j;                                                      \
+                            const int q = p * SW + j * DW;                                                 \
                             if (q >= q_lo && q < q_hi)                                                     \
                                 acc += x[i * row_step + (iw0 + q) * col_step + v * lanes + l] *            \
                                        w[v * w_block_step + i * w_row_step + j * lanes + l];               \
@@ -410,7 +414,8 @@ DWCY_DEFINE_DW_TAIL(float)
 DWCY_DEFINE_DW_TAIL(double)
 
 /*
- * The depthwise tiles: kernels 3 wide of stride 1 or 2, and 5 or 7 wide of stride 1, run whole rows,
+ * The depthwise tiles: kernels 3 wide of stride 1 or 2, 5 or 7 wide of stride 1, and 3 wide of stride 1
+ * and (column) dilation 2 run whole rows,
  * borders included, with their own tiles (above; with two vectors, 7 wide holds 16 accumulators and 14
  * weights in the 32 registers, and runs 1.06-1.22x faster than with one). Other kernels: DWCY_DW_PIXELS
  * pixels x 1 vector for the bulk of a row's interior; 4 pixels x 2 or 1 vectors for what is left of it;
@@ -422,14 +427,16 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_4x1, T, V, 4, 1)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x4, T, V, 1, 4)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x1, T, V, 1, 1)                                                    \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1)                          \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2)                          \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1, T, V, DWCY_DW_PIXELS, 1, 5, 1)                          \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1x2, T, V, DWCY_DW_PIXELS, 2, 5, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1, T, V, DWCY_DW_PIXELS, 1, 7, 1)                          \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1x2, T, V, DWCY_DW_PIXELS, 2, 7, 1)
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1, 1)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2, 1)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 1)                      \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2, 1)                      \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1, T, V, DWCY_DW_PIXELS, 1, 5, 1, 1)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1x2, T, V, DWCY_DW_PIXELS, 2, 5, 1, 1)                      \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1, T, V, DWCY_DW_PIXELS, 1, 7, 1, 1)                        \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1x2, T, V, DWCY_DW_PIXELS, 2, 7, 1, 1)                     \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2, T, V, DWCY_DW_PIXELS, 1, 3, 1, 2)                     \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 2)
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
@@ -438,7 +445,9 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
  * the tile of a kind of 1 or 2 vectors: dwcy_dw_<dtype>_fixed(kind, vectors, <the tile's
  * arguments>).
  */
-typedef enum { DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DWCY_ROW_K7S1 } dwcy_row_tile;
+typedef enum {
+    DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DWCY_ROW_K7S1, DWCY_ROW_K3S1D2
+} dwcy_row_tile;
 #define DWCY_DW_FIXED_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y, \
                            y_pix_step, npix, nc, activation
 #define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
@@ -461,6 +470,10 @@ typedef enum { DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DW
         case DWCY_ROW_K5S1:                                                                                   \
             if (two) dwcy_dw_##SUFFIX##_k5s1x2(DWCY_DW_FIXED_ARGS);                                          \
             else dwcy_dw_##SUFFIX##_k5s1(DWCY_DW_FIXED_ARGS);                  \
+            break;                                                                                            \
+        case DWCY_ROW_K3S1D2:                                                                                 \
+            if (two) dwcy_dw_##SUFFIX##_k3s1d2x2(DWCY_DW_FIXED_ARGS);                                        \
+            else dwcy_dw_##SUFFIX##_k3s1d2(DWCY_DW_FIXED_ARGS);                \
             break;                                                                                            \
         case DWCY_ROW_K7S1:                                                                                   \
             if (two) dwcy_dw_##SUFFIX##_k7s1x2(DWCY_DW_FIXED_ARGS);                                          \
