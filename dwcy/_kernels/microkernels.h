@@ -450,6 +450,12 @@ typedef enum {
 } dwcy_row_tile;
 #define DWCY_DW_FIXED_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y, \
                            y_pix_step, npix, nc, activation
+/* A row kind's case: its tile of two vectors (TILE##x2) or of one. */
+#define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
+    case KIND:                                                                                                \
+        if (two) TILE##x2(DWCY_DW_FIXED_ARGS);                                                                \
+        else TILE(DWCY_DW_FIXED_ARGS);                                                                        \
+        break;
 #define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
     static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, const T *x, ptrdiff_t row_step, \
                                                 ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi,        \
@@ -459,26 +465,11 @@ typedef enum {
     {                                                                                                         \
         const int two = vectors == 2;                                                                         \
         switch (kind) {                                                                                       \
-        case DWCY_ROW_K3S1:                                                                                   \
-            if (two) dwcy_dw_##SUFFIX##_k3s1x2(DWCY_DW_FIXED_ARGS);                                          \
-            else dwcy_dw_##SUFFIX##_k3s1(DWCY_DW_FIXED_ARGS);                  \
-            break;                                                                                            \
-        case DWCY_ROW_K3S2:                                                                                   \
-            if (two) dwcy_dw_##SUFFIX##_k3s2x2(DWCY_DW_FIXED_ARGS);                                          \
-            else dwcy_dw_##SUFFIX##_k3s2(DWCY_DW_FIXED_ARGS);                  \
-            break;                                                                                            \
-        case DWCY_ROW_K5S1:                                                                                   \
-            if (two) dwcy_dw_##SUFFIX##_k5s1x2(DWCY_DW_FIXED_ARGS);                                          \
-            else dwcy_dw_##SUFFIX##_k5s1(DWCY_DW_FIXED_ARGS);                  \
-            break;                                                                                            \
-        case DWCY_ROW_K3S1D2:                                                                                 \
-            if (two) dwcy_dw_##SUFFIX##_k3s1d2x2(DWCY_DW_FIXED_ARGS);                                        \
-            else dwcy_dw_##SUFFIX##_k3s1d2(DWCY_DW_FIXED_ARGS);                \
-            break;                                                                                            \
-        case DWCY_ROW_K7S1:                                                                                   \
-            if (two) dwcy_dw_##SUFFIX##_k7s1x2(DWCY_DW_FIXED_ARGS);                                          \
-            else dwcy_dw_##SUFFIX##_k7s1(DWCY_DW_FIXED_ARGS);                  \
-            break;                                                                                            \
+            DWCY_DW_FIXED_CASE(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                        \
+            DWCY_DW_FIXED_CASE(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                        \
+            DWCY_DW_FIXED_CASE(DWCY_ROW_K5S1, dwcy_dw_##SUFFIX##_k5s1)                                        \
+            DWCY_DW_FIXED_CASE(DWCY_ROW_K7S1, dwcy_dw_##SUFFIX##_k7s1)                                        \
+            DWCY_DW_FIXED_CASE(DWCY_ROW_K3S1D2, dwcy_dw_##SUFFIX##_k3s1d2)                                    \
         default: break;                                                                                       \
         }                                                                                                     \
     }
