@@ -609,12 +609,11 @@ cdef int _dw_launch(const floating *x, const floating *packed, const floating *w
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef int threads = _threads_for(num_threads, g.n * g.oh,
                                     <double>g.n * g.oh * row_size * g.kh * g.kw * DWCY_DW_MADD_COST)
-    cdef bint finite = (_all_finite(weight, g.kh * g.kw * g.c * g.m) if weight != NULL
-                        else _dw_weights_finite(packed, g))
     cdef DwWork work
-    _dw_split(g, _lanes(x), sizeof(floating), threads, finite, &work.band_rows, &work.groups)
+    work.finite = (_all_finite(weight, g.kh * g.kw * g.c * g.m) if weight != NULL
+                   else _dw_weights_finite(packed, g))
+    _dw_split(g, _lanes(x), sizeof(floating), threads, work.finite, &work.band_rows, &work.groups)
     work.bands = (g.oh + work.band_rows - 1) // work.band_rows  # per image
-    work.finite = finite
     cdef Py_ssize_t items = g.n * work.bands * work.groups
     threads = <int>min(threads, items)
     # Per thread: its packed weights (with ``weight``), then its expansion buffer (multiplier), 64-byte aligned.

@@ -302,18 +302,13 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
         if panels == NULL:
             return -1
     cdef int tid = 0
-    cdef unsigned int fpu = 0
     if threads == 1:
-        fpu = dwcy_fpu_enter(flush)
-        _pw_items(gw, x, y, pixels, &work, 0, work.items, activation, weight, panels)
-        dwcy_fpu_exit(flush, fpu)
+        _pw_items(gw, x, y, pixels, &work, 0, work.items, activation, weight, panels, flush)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
-            fpu = dwcy_fpu_enter(flush)
             _pw_items(gw, x, y, pixels, &work, _share(work.items, threads, tid),
-                      _share(work.items, threads, tid + 1), activation, weight, panels + tid * panel_size)
-            dwcy_fpu_exit(flush, fpu)
+                      _share(work.items, threads, tid + 1), activation, weight, panels + tid * panel_size, flush)
     dwcy_free64(panels)
     return 0
 
@@ -346,13 +341,15 @@ cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lan
 
 cdef void _pw_items(const GemmWeights *gw, const floating *x, floating *y, Py_ssize_t pixels,
                     const PwWork *work, Py_ssize_t first, Py_ssize_t end, int activation,
-                    const floating *weight, floating *panel) noexcept nogil:
-    """Work items [first, end) (PwWork)."""
+                    const floating *weight, floating *panel, bint flush) noexcept nogil:
+    """Work items [first, end) (PwWork), in one thread (``flush``: FTZ/DAZ while they run)."""
     cdef Py_ssize_t block, row0, units = work.units
     if first >= end:
         return
+    cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for block in range(first // units, (end - 1) // units + 1):
         row0 = block * work.block_rows
         _gemm_rows(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
                    max(first - block * units, 0), min(end - block * units, units), activation, work.unit_rows,
                    weight, panel)
+    dwcy_fpu_exit(flush, fpu)

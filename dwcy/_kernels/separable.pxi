@@ -25,17 +25,23 @@ cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int 
     return max(1, rows)
 
 
-cdef void _sep_band(const floating *x, const DwGeometry *g, const floating *dw_packed, const GemmWeights *gw,
-                    floating *y, Py_ssize_t band_rows, Py_ssize_t bands, Py_ssize_t item, int activation,
-                    floating *band, floating *expand_buf, bint weights_finite) noexcept nogil:
-    """Work item = n * bands + band: its depthwise rows into ``band``, then the pointwise tiles into y."""
-    cdef Py_ssize_t n = item // bands
-    cdef Py_ssize_t oh0 = (item - n * bands) * band_rows
-    cdef Py_ssize_t rows = min(band_rows, g.oh - oh0)
+cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_packed, const GemmWeights *gw,
+                     floating *y, Py_ssize_t band_rows, Py_ssize_t bands, Py_ssize_t first, Py_ssize_t end,
+                     int activation, floating *band, floating *expand_buf, bint weights_finite,
+                     bint flush) noexcept nogil:
+    """Work items [first, end) in one thread, item = n * bands + band: its depthwise rows into ``band``, then
+    the pointwise tiles into y."""
     cdef const floating *bpack = _dw_packed_bias(dw_packed, g)
-    _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite)
-    _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
-               _gemm_units(gw.panels, rows * g.ow, DWCY_GEMM_MR), activation)
+    cdef Py_ssize_t item, n, oh0, rows
+    cdef unsigned int fpu = dwcy_fpu_enter(flush)
+    for item in range(first, end):
+        n = item // bands
+        oh0 = (item - n * bands) * band_rows
+        rows = min(band_rows, g.oh - oh0)
+        _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite)
+        _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
+                   _gemm_units(gw.panels, rows * g.ow, DWCY_GEMM_MR), activation)
+    dwcy_fpu_exit(flush, fpu)
 
 
 cdef inline double _sep_work(const DwGeometry *g, Py_ssize_t cout) noexcept nogil:
@@ -109,24 +115,16 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const Gem
         return -1
     cdef floating *mine = NULL
     cdef bint finite = _dw_weights_finite(dw_packed, g)
-    cdef Py_ssize_t item = 0
     cdef int tid = 0
-    cdef unsigned int fpu = 0
     if threads == 1:  # in the caller's thread, no OpenMP region
-        fpu = dwcy_fpu_enter(flush)
-        for item in range(items):
-            _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, buffers, buffers + band_size,
-                      finite)
-        dwcy_fpu_exit(flush, fpu)
+        _sep_bands(x, g, dw_packed, gw, y, band_rows, bands, 0, items, activation, buffers, buffers + band_size,
+                   finite, flush)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
-            fpu = dwcy_fpu_enter(flush)
-            for item in range(_share(items, threads, tid), _share(items, threads, tid + 1)):
-                mine = buffers + tid * per_thread
-                _sep_band(x, g, dw_packed, gw, y, band_rows, bands, item, activation, mine, mine + band_size,
-                          finite)
-            dwcy_fpu_exit(flush, fpu)
+            mine = buffers + tid * per_thread
+            _sep_bands(x, g, dw_packed, gw, y, band_rows, bands, _share(items, threads, tid),
+                       _share(items, threads, tid + 1), activation, mine, mine + band_size, finite, flush)
     dwcy_free64(buffers)
     return 0
 
