@@ -71,7 +71,7 @@ ctypedef struct Plan:
     # Packed weights of one operation: made by a *_plan_* function, freed by plan_free.
     int itemsize                      # 4 (float32) or 8 (float64)
     DwGeometry depthwise_shape        # kh, kw, c, m of the depthwise stage (all 0 without one)
-    const void *depthwise             # the packed depthwise weights and bias, or NULL
+    const void *depthwise             # the depthwise weights and bias (copies), or NULL
     GemmWeights pointwise             # the packed pointwise weights (k == 0 without a pointwise stage)
 
 

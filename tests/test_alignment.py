@@ -2,7 +2,10 @@
 
 NumPy's own allocations start 16 bytes past one, which splits every vector load and store of the
 kernels across two cache lines (10-30 % slower); dwcy allocates its outputs aligned, and the arrays
-are plain C-contiguous, writeable arrays all the same.
+are plain C-contiguous, writeable arrays all the same. A depthwise input that starts inside a line is
+read at a phase (the channel blocks start that far before channel 0, the first one masked) and its new
+output starts as far into its line: at every offset, the result is the aligned input's, bit for bit,
+and nothing outside out= is written.
 """
 
 import gc
@@ -13,7 +16,9 @@ import pytest
 import dwcy
 from dwcy.kernels import aligned_empty
 
-from _helpers import DTYPES, depthwise_inputs, dtype_id, pointwise_inputs, separable_inputs
+from dwcy import reference
+from _helpers import (DTYPES, LANES, assert_canaries_intact, assert_close_to_reference, depthwise_inputs,
+                      depthwise_terms, dtype_id, out_between_canaries, pointwise_inputs, separable_inputs)
 
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 
@@ -44,6 +49,67 @@ def test_pointwise_output_is_aligned(rng, dtype, cout):
 def test_separable_output_is_aligned(rng, dtype):
     y = dwcy.separable_conv2d(**separable_inputs(rng, dtype, n=1, h=6, w=5, c=3, cout=9), padding="same")
     assert_aligned_output(y, (1, 6, 5, 9), dtype)
+
+
+def at_offset(values, offset):
+    """A copy of ``values`` that starts ``offset`` bytes past a 64-byte boundary."""
+    copy = aligned_empty(values.shape, values.dtype, offset)
+    copy[...] = values
+    assert copy.ctypes.data % 64 == offset
+    return copy
+
+
+# (H, W, C, kernel, stride, dilation): every kind of fixed-width tile, with C a multiple of 16 channels and
+# enough of them for the phase (DWCY_DW_ALIGN_MIN_BLOCKS), and a layer with too few (never at a phase).
+PHASED_LAYERS = {
+    "3x3": (7, 19, 128, 3, 1, 1), "3x3_stride2": (9, 18, 144, 3, 2, 1), "5x5": (8, 11, 128, 5, 1, 1),
+    "7x7": (9, 10, 160, 7, 1, 1), "3x3_dilation2": (9, 12, 128, 3, 1, 2), "3x3_1x1_image": (1, 1, 256, 3, 1, 1),
+    "3x3_C32": (6, 9, 32, 3, 1, 1),
+}
+
+
+@dtypes
+@pytest.mark.parametrize("layer", PHASED_LAYERS)
+def test_depthwise_at_every_input_offset(rng, simd_level, dtype, layer):
+    h, w, c, k, stride, dilation = PHASED_LAYERS[layer]
+    x, weight, bias = depthwise_inputs(rng, dtype, n=2, h=h, w=w, c=c, kh=k)
+    kwargs = dict(stride=stride, dilation=dilation, padding="same", activation="relu6")
+    expected = dwcy.depthwise_conv2d(at_offset(x, 0), weight, bias, **kwargs)
+    assert_close_to_reference(expected, reference.depthwise_conv2d, x, weight, bias, terms=depthwise_terms(weight),
+                              **kwargs)
+    for offset in range(0, 64, dtype.itemsize):
+        xo = at_offset(x, offset)
+        y = dwcy.depthwise_conv2d(xo, weight, bias, **kwargs)
+        # At the phase (AVX-512, 8 blocks or more), or aligned when there is none.
+        assert y.ctypes.data % 64 == (offset if simd_level == "avx512" and c // LANES[dtype] >= 8 else 0)
+        np.testing.assert_array_equal(y, expected, err_msg=f"x {offset} bytes into a line")
+        for threads in (1, 3):  # out= anywhere in a line (here: another offset), NaN where never written
+            buffer, out = out_between_canaries(expected.shape, dtype)
+            dwcy.depthwise_conv2d(xo, weight, bias, out=out, num_threads=threads, **kwargs)
+            np.testing.assert_array_equal(out, expected, err_msg=f"x {offset} bytes into a line, out=")
+            assert_canaries_intact(buffer)
+
+
+@pytest.mark.usefixtures("simd_level")
+@dtypes
+@pytest.mark.parametrize("h", [6, 48], ids=["unfused", "fused"])  # 48x48x160: an intermediate over 1 MB
+def test_separable_at_input_offsets(rng, dtype, h):
+    arrays = separable_inputs(rng, dtype, n=1, h=h, w=h, c=160, cout=24)
+    x = arrays.pop("x")
+    kwargs = dict(padding="same", activation="relu6", depthwise_activation="relu")
+    expected = dwcy.separable_conv2d(at_offset(x, 0), **arrays, **kwargs)
+    for offset in (16, 48, 64 - dtype.itemsize):
+        for threads in (1, 2):
+            y = dwcy.separable_conv2d(at_offset(x, offset), **arrays, num_threads=threads, **kwargs)
+            np.testing.assert_array_equal(y, expected, err_msg=f"x {offset} bytes into a line")
+
+
+@pytest.mark.parametrize("offset", [0, 16, 40])
+def test_aligned_empty_at_an_offset(offset):
+    a = aligned_empty((3, 5), np.dtype(np.float64), offset)
+    assert a.ctypes.data % 64 == offset and a.flags.c_contiguous and a.flags.writeable
+    a[...] = 7
+    np.testing.assert_array_equal(a, 7)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (1,), (3, 5, 7), (2, 1, 1, 1, 9), (4097,)])

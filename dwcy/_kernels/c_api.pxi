@@ -1,5 +1,7 @@
 # The C-level API declared in dwcy/kernels.pxd, as one SIMD level implements it: plain-typed wrappers of the
-# fused-type kernels, and plans (weights packed once, run many times). dwcy.kernels forwards to the level it
+# fused-type kernels, and plans (weights copied or packed once, run many times). A plan keeps the depthwise
+# weights as given (each call packs them per thread, at the phase of its input: depthwise.pxi's _dw_phase),
+# the pointwise weights packed. dwcy.kernels forwards to the level it
 # chose (c_api_table.pxi) and computes geometry_init itself. Nothing is checked here: see kernels.pxd.
 
 cdef int depthwise_f32(const float *x, const float *weight, const float *bias, float *y, const DwGeometry *g,
@@ -37,11 +39,17 @@ cdef int separable_f64(const double *x, const double *dw_weight, const double *d
 
 # ------------------------------------------------------------------------------------------------ plans
 
+cdef inline Py_ssize_t _plan_dw_weights(const DwGeometry *g) noexcept nogil:
+    """Elements of a depthwise weight (KH, KW, C*M)."""
+    return g.kh * g.kw * g.c * g.m
+
+
 cdef Plan *_plan_new(const DwGeometry *g, Py_ssize_t cin, Py_ssize_t cout, int itemsize) noexcept nogil:
-    """One allocation: the Plan, then (64-byte aligned) the packed depthwise and pointwise weights."""
+    """One allocation: the Plan, then (64-byte aligned) the depthwise weights and bias, and the packed
+    pointwise weights."""
     cdef int lanes = DWCY_LANES_F32 if itemsize == 4 else DWCY_LANES_F64
     cdef Py_ssize_t header = _round_up(sizeof(Plan), 64)
-    cdef Py_ssize_t dw_elements = _dw_packed_size(g, lanes) if g != NULL else 0
+    cdef Py_ssize_t dw_elements = _round_up(_plan_dw_weights(g) + g.c * g.m, lanes) if g != NULL else 0
     cdef Py_ssize_t pw_elements = _gemm_packed_size(cin, cout, lanes) if cout > 0 else 0
     cdef Plan *plan = <Plan *>dwcy_malloc64(header + (dw_elements + pw_elements) * itemsize)
     if plan == NULL:
@@ -64,8 +72,15 @@ cdef Plan *_plan(const floating *dw_weight, const floating *dw_bias, const float
     cdef Plan *plan = _plan_new(g, cin, cout, sizeof(floating))
     if plan == NULL:
         return NULL
-    if g != NULL:
-        _dw_pack_weights(dw_weight, dw_bias, g, <floating *>plan.depthwise)
+    cdef floating *dw = <floating *>plan.depthwise
+    cdef Py_ssize_t weights
+    if g != NULL:  # the weights, then the bias (zeros without one)
+        weights = _plan_dw_weights(g)
+        memcpy(dw, dw_weight, weights * sizeof(floating))
+        if dw_bias != NULL:
+            memcpy(dw + weights, dw_bias, g.c * g.m * sizeof(floating))
+        else:
+            memset(dw + weights, 0, g.c * g.m * sizeof(floating))
     if cout > 0:
         _gemm_pack(pw_weight, pw_bias, cin, cout, <floating *>plan.pointwise.panels_data, &plan.pointwise)
     return plan
@@ -89,12 +104,14 @@ cdef Plan *depthwise_plan_f64(const double *weight, const double *bias, const Dw
 
 cdef int depthwise_run_f32(const Plan *plan, const float *x, float *y, const DwGeometry *g,
                            int num_threads) noexcept nogil:
-    return _dw_run_packed(x, <const float *>plan.depthwise, y, g, num_threads)
+    cdef const float *weight = <const float *>plan.depthwise
+    return _dw_run(x, weight, weight + _plan_dw_weights(g), y, g, num_threads)
 
 
 cdef int depthwise_run_f64(const Plan *plan, const double *x, double *y, const DwGeometry *g,
                            int num_threads) noexcept nogil:
-    return _dw_run_packed(x, <const double *>plan.depthwise, y, g, num_threads)
+    cdef const double *weight = <const double *>plan.depthwise
+    return _dw_run(x, weight, weight + _plan_dw_weights(g), y, g, num_threads)
 
 
 cdef Plan *pointwise_plan_f32(const float *weight, const float *bias, Py_ssize_t cin,
@@ -129,12 +146,15 @@ cdef Plan *separable_plan_f64(const double *dw_weight, const double *dw_bias, co
 
 cdef int separable_run_f32(const Plan *plan, const float *x, float *y, const DwGeometry *g, int activation,
                            int num_threads) noexcept nogil:
-    return _sep_run_packed(x, <const float *>plan.depthwise, &plan.pointwise, y, g, activation, num_threads)
+    cdef const float *weight = <const float *>plan.depthwise
+    return _sep_run_packed(x, weight, weight + _plan_dw_weights(g), &plan.pointwise, y, g, activation, num_threads)
 
 
 cdef int separable_run_f64(const Plan *plan, const double *x, double *y, const DwGeometry *g, int activation,
                            int num_threads) noexcept nogil:
-    return _sep_run_packed(x, <const double *>plan.depthwise, &plan.pointwise, y, g, activation, num_threads)
+    cdef const double *weight = <const double *>plan.depthwise
+    return _sep_run_packed(x, weight, weight + _plan_dw_weights(g), &plan.pointwise, y, g, activation,
+                           num_threads)
 
 
 cdef void plan_free(Plan *plan) noexcept nogil:

@@ -7,8 +7,8 @@
 # reading each row in memory order (_dw_chunk). In a row:
 #
 #   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
-#   5 or 7 wide of stride 1 (dilation   the left edge on (the last odd block and the tail: 1 vector),
-#   1), 3 wide of stride 1, dilation 2  input loads shared among taps, padding columns skipped
+#   5 or 7 wide of stride 1 (dilation   the left edge on (a last odd block: 1 vector), input loads shared
+#   1), 3 wide of stride 1, dilation 2  among taps, padding columns skipped
 #   other kernels, interior columns     DWCY_DW_PIXELS pixels x 1 vector a tile, then 4 pixels x 2
 #   (every column tap in the image)     vectors for what is left, then single pixels
 #   other kernels, borders              1 pixel x 4 vectors a tile, taps clipped to the image
@@ -16,9 +16,11 @@
 # Rows whose taps reach into the top/bottom padding run fewer tap rows (nkh < KH); padding is never
 # materialized. The last CO % LANES channels (the tail) run in the fixed-width tiles as one more block, with
 # masked loads and stores, and for other kernels through a plain-C routine: either way nothing is read or
-# written past the caller's arrays. Weights and bias are packed per call into [block][KH][KW][LANES]
-# (zero-padded), so the tiles load whole vectors: each thread packs the blocks of its own work items, into
-# a copy of its own (_dw_run).
+# written past the caller's arrays. In the fixed-width tiles, when x does not start on a 64-byte boundary
+# (NumPy's arrays start 16 bytes into one), the blocks start `phase` lanes before channel 0, so that every
+# load is aligned, the first block masked (_dw_phase). Weights and bias are packed per call into
+# [block][KH][KW][LANES] (zero-padded, at that phase), so the tiles load whole vectors: each thread packs the
+# blocks of its own work items, into a copy of its own (_dw_run).
 #
 # A channel multiplier M > 1 (output channel c*M + m reads input channel c) first expands the input rows
 # of consecutive output rows, once, into a per-thread buffer with M copies of each channel
@@ -35,6 +37,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_DW_L1_BYTES
     int DWCY_DW_CHUNK_INPUT_BYTES
     int DWCY_DW_EXPAND_BYTES
+    int DWCY_DW_ALIGN_MIN_BLOCKS
     int DWCY_LANES_F32
     int DWCY_LANES_F64
     void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
@@ -78,11 +81,11 @@ cdef extern from "microkernels.h" nogil:
     void dwcy_dw_f32_fixed(RowTile kind, int vectors, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const float *bias, float *y, Py_ssize_t y_pix_step,
-                          int npix, int nc, int activation) noexcept
+                          int npix, int lo, int hi, int activation) noexcept
     void dwcy_dw_f64_fixed(RowTile kind, int vectors, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const double *bias, double *y, Py_ssize_t y_pix_step,
-                          int npix, int nc, int activation) noexcept
+                          int npix, int lo, int hi, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -97,6 +100,7 @@ ctypedef struct DwRow:
     Py_ssize_t row_step     # elements between tap rows
     Py_ssize_t ci           # elements between input pixels (C, or C*M in an expanded buffer)
     Py_ssize_t kh0, nkh     # valid tap rows
+    Py_ssize_t phase        # lanes by which the channel blocks start before channel 0 (_dw_phase)
 
 
 cdef inline int _lanes(const floating *dummy) noexcept nogil:
@@ -123,21 +127,36 @@ cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
     return ROW_GENERAL
 
 
+cdef inline Py_ssize_t _dw_phase(const floating *x, const DwGeometry *g) noexcept nogil:
+    """Lanes by which the channel blocks start before channel 0, so that the tiles' loads of x are 64-byte
+    aligned: NumPy's arrays start 16 bytes into a cache line, and a vector across two lines costs two reads
+    (aligned, MobileNetV2's layers ran 1.2-1.45x faster at batch 1). Rows with tiles of their own only
+    (_row_tile: their first vector is masked), without a multiplier (its expanded rows are aligned), with C a
+    multiple of the lanes (every pixel starts at the same place in a line) and at least
+    DWCY_DW_ALIGN_MIN_BLOCKS blocks (the partial block it adds costs more than it saves on fewer)."""
+    cdef int lanes = _lanes(x)
+    cdef size_t offset = <uintptr_t>x % DWCY_VBYTES
+    if (DWCY_DW_ALIGN_MIN_BLOCKS == 0 or g.m != 1 or _row_tile(g) == ROW_GENERAL or g.c % lanes != 0
+            or g.c // lanes < DWCY_DW_ALIGN_MIN_BLOCKS or offset % sizeof(floating) != 0):
+        return 0
+    return <Py_ssize_t>(offset // sizeof(floating))
+
+
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """One output row of a kernel whose width and stride have a tile of their own (_row_tile), channel blocks
-    [b0, b1), the last possibly the partial block of the channel tail: DWCY_DW_PIXELS pixels a tile from the
-    left edge on, each tile skipping the padding columns it meets and storing its real pixels and channels;
-    whole blocks DWCY_DW_FIXED_VECTORS at a time, the rest one at a time."""
+    [b0, b1), the first possibly the partial block of the phase's head and the last that of the channel
+    tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile skipping the padding columns it meets
+    and storing its real pixels and channels; DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
     cdef Py_ssize_t span = (pixels - 1) * g.sw + (g.kw - 1) * g.dw + 1  # input columns of a tile (DWCY_DW_SPAN)
-    cdef Py_ssize_t whole = min(b1, co // lanes)  # blocks of LANES channels, not the tail
-    cdef const floating *x = <const floating *>r.x
+    cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels
+    cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes
     cdef int most = DWCY_DW_FIXED_VECTORS
     cdef Py_ssize_t t, ow0, iw0, b
-    cdef int q_lo, q_hi, npix, vectors
+    cdef int q_lo, q_hi, npix, vectors, lo, hi
     for t in range((g.ow + pixels - 1) // pixels):
         ow0 = t * pixels
         iw0 = ow0 * g.sw - g.pl
@@ -146,15 +165,17 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
         npix = <int>min(pixels, g.ow - ow0)
         b = b0
         while b < b1:
-            vectors = most if b + most <= whole else 1
+            vectors = most if b + most <= b1 else 1
+            lo = <int>r.phase if b == 0 else 0
+            hi = <int>min(lanes, end - (b + vectors - 1) * lanes)
             if floating is float:
                 dwcy_dw_f32_fixed(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
                                   w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
-                                  y + ow0 * co + b * lanes, co, npix, <int>min(lanes, co - b * lanes), g.activation)
+                                  y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
             else:
                 dwcy_dw_f64_fixed(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
                                   w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
-                                  y + ow0 * co + b * lanes, co, npix, <int>min(lanes, co - b * lanes), g.activation)
+                                  y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
             b += vectors
 
 
@@ -219,23 +240,29 @@ cdef inline void _dw_tile(int pixels, int vectors, const floating *x, Py_ssize_t
 
 
 cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps, Py_ssize_t channels,
-                   int lanes, floating *wpack, floating *bpack, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+                   int lanes, Py_ssize_t phase, floating *wpack, floating *bpack, Py_ssize_t b0,
+                   Py_ssize_t b1) noexcept nogil:
     """Blocks [b0, b1) of weight (taps, channels) -> wpack [block][taps][lanes] and of bias -> bpack
-    [block][lanes], zero padded (the last block, of the channel tail, may be partial).
+    [block][lanes], lane l of block b holding channel b*lanes + l - phase, zero padded (the first block may
+    be partial with a phase, the last with a channel tail).
 
     Whole blocks by copies of a size known at compile time (vector moves): a memcpy call per block cost
     more than small images take to convolve."""
-    cdef Py_ssize_t full = min(b1, channels // lanes)
-    cdef Py_ssize_t b, t, l
+    cdef Py_ssize_t first = max(b0, 1 if phase > 0 else 0), full = max(first, min(b1, (channels + phase) // lanes))
+    cdef Py_ssize_t b, t, l, c
     for t in range(taps):  # reading weight in memory order
-        for b in range(b0, full):
-            memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes, DWCY_VBYTES)
-    for b in range(max(b0, full), b1):  # the partial block of the channel tail
+        for b in range(first, full):
+            memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes - phase, DWCY_VBYTES)
+    for b in range(b0, b1):  # the partial blocks: the phase's head, the channel tail
+        if first <= b < full:
+            continue
         for t in range(taps):
             for l in range(lanes):
-                wpack[(b * taps + t) * lanes + l] = weight[t * channels + b * lanes + l] if b * lanes + l < channels else 0
+                c = b * lanes + l - phase
+                wpack[(b * taps + t) * lanes + l] = weight[t * channels + c] if 0 <= c < channels else 0
     for l in range(b0 * lanes, b1 * lanes):
-        bpack[l] = bias[l] if bias != NULL and l < channels else 0
+        c = l - phase
+        bpack[l] = bias[c] if bias != NULL and 0 <= c < channels else 0
 
 
 cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const floating *wpack,
@@ -280,7 +307,7 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     cdef Py_ssize_t col_step = g.dw * r.ci, pix_step = g.sw * r.ci
     cdef Py_ssize_t first, count, ow_lo, ow_hi, bulk_end, ow, b, t
     cdef int vectors
-    tail = tail and co % lanes != 0
+    tail = tail and (co + r.phase) % lanes != 0
     cdef RowTile kind = _row_tile(g)
     if kind != ROW_GENERAL:  # the channel tail is one more, partial block
         _dw_row_fixed(kind, r, g, wpack, bpack, y, b0, b1 + 1 if tail else b1)
@@ -381,18 +408,13 @@ cdef bint _all_finite(const floating *values, Py_ssize_t count) noexcept nogil:
         return bad64 == 0
 
 
-cdef inline bint _dw_weights_finite(const floating *packed, const DwGeometry *g) noexcept nogil:
-    """Are all the packed depthwise weights finite?"""
-    return _all_finite(packed, _dw_blocks(g, _lanes(packed)) * g.kh * g.kw * _lanes(packed))
-
-
 cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floating *wpack,
                                  floating *yrow) noexcept nogil:
     """NaN where a padded tap meets a NaN or infinite weight: zero padding times NaN or Inf is NaN, as in the
     reference (and XNNPACK), though the tiles skip padded taps. Runs only for weights that are not all finite."""
     cdef int lanes = _lanes(wpack)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw
-    cdef Py_ssize_t ow, ch, i, j, kw0, nkw
+    cdef Py_ssize_t ow, ch, i, j, kw0, nkw, p
     cdef floating v
     for ow in range(g.ow):
         _tap_range(ow * g.sw - g.pl, g.dw, g.kw, g.w, &kw0, &nkw)
@@ -403,14 +425,16 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                 for j in range(g.kw):
                     if r.kh0 <= i < r.kh0 + r.nkh and kw0 <= j < kw0 + nkw:
                         continue
-                    v = wpack[((ch // lanes) * taps + i * g.kw + j) * lanes + ch % lanes]
+                    p = ch + r.phase  # its place in the packed blocks
+                    v = wpack[((p // lanes) * taps + i * g.kw + j) * lanes + p % lanes]
                     if v - v != 0:
                         yrow[ow * co + ch] = 0 * v  # NaN
 
 cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item, floating *expand_buf,
-                        Py_ssize_t expanded_from, DwRow *r) noexcept nogil:
-    """The input of output row ``item`` = n * out_h + oh. With a multiplier, its rows are in expand_buf:
-    the image's rows from ``expanded_from`` on, or (expanded_from < 0) expanded here, its tap rows only."""
+                        Py_ssize_t expanded_from, Py_ssize_t phase, DwRow *r) noexcept nogil:
+    """The input of output row ``item`` = n * out_h + oh, read by channel blocks of this phase (_dw_phase).
+    With a multiplier, its rows are in expand_buf: the image's rows from ``expanded_from`` on, or
+    (expanded_from < 0) expanded here, its tap rows only."""
     cdef Py_ssize_t n = item // g.oh
     cdef Py_ssize_t oh = item - n * g.oh
     cdef Py_ssize_t ih_start = oh * g.sh - g.pt
@@ -418,6 +442,7 @@ cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item,
     cdef const floating *image = x + n * g.h * g.w * g.c
     cdef Py_ssize_t ih0 = ih_start + r.kh0 * g.dh
     cdef Py_ssize_t row = g.w * g.c * g.m  # elements of an expanded row
+    r.phase = phase
     if g.m == 1:
         r.x = image + (ih0 * g.w * g.c if r.nkh > 0 else 0)
         r.row_step = g.dh * g.w * g.c
@@ -463,13 +488,14 @@ cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t par
 
 cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
                    const floating *wpack, const floating *bpack, floating *y, floating *expand_buf,
-                   bint weights_finite, Py_ssize_t group=0, Py_ssize_t groups=1) noexcept nogil:
+                   bint weights_finite, Py_ssize_t phase, Py_ssize_t group=0, Py_ssize_t groups=1) noexcept nogil:
     """Output rows item0 .. item0+rows-1 (item = n * out_h + oh, all of one image) into y, the channels of
-    ``group`` of ``groups`` even groups of channel blocks (the last with the channel tail): a chunk of
-    channel blocks (_dw_chunk) over all the rows, then the next chunk."""
+    ``group`` of ``groups`` even groups of channel blocks (the last with the channel tail), the weights
+    packed for this phase (_dw_phase): a chunk of channel blocks (_dw_chunk) over all the rows, then the
+    next chunk."""
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
-    cdef Py_ssize_t blocks = (g.c * g.m) // lanes
+    cdef Py_ssize_t blocks = _dw_split_blocks(g, lanes, phase)
     cdef Py_ssize_t first = _dw_part(0, blocks, groups, group), end = _dw_part(0, blocks, groups, group + 1)
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
@@ -482,11 +508,11 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
             b0 = _dw_part(first, end, chunks, c)
             b1 = _dw_part(first, end, chunks, c + 1)
             for i in range(rows):
-                _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
+                _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
                 _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1 and group == groups - 1)
     if not weights_finite and group == groups - 1:
         for i in range(rows):
-            _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
+            _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
             _dw_poison_padded_taps(&r, g, wpack, y + i * row_size)
 
 
@@ -501,7 +527,7 @@ cdef void _dw_band_expanded(const floating *x, const DwGeometry *g, Py_ssize_t i
     cdef DwRow r
     if band == 0:
         for i in range(rows):
-            _dw_row_input(x, g, item0 + i, expand_buf, -1, &r)
+            _dw_row_input(x, g, item0 + i, expand_buf, -1, 0, &r)
             _dw_row(&r, g, wpack, bpack, y + i * row_size, 0, blocks, True)
         return
     cdef Py_ssize_t k
@@ -514,51 +540,58 @@ cdef void _dw_band_expanded(const floating *x, const DwGeometry *g, Py_ssize_t i
         if end > first:
             _expand_rows(x + n * g.h * g.w * g.c, g, first, end - first, 1, expand_buf)
         for i in range(s0, s0 + count):
-            _dw_row_input(x, g, item0 + i, expand_buf, first, &r)
+            _dw_row_input(x, g, item0 + i, expand_buf, first, 0, &r)
             _dw_row(&r, g, wpack, bpack, y + i * row_size, 0, blocks, True)
 
 
-cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
-    """Channel blocks of one vector (the last one possibly partial)."""
-    return (g.c * g.m + lanes - 1) // lanes
+cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes, Py_ssize_t phase) noexcept nogil:
+    """Channel blocks of one vector at this phase (_dw_phase), the first and the last possibly partial."""
+    return (g.c * g.m + phase + lanes - 1) // lanes
 
 
-cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes) noexcept nogil:
+cdef inline Py_ssize_t _dw_split_blocks(const DwGeometry *g, int lanes, Py_ssize_t phase) noexcept nogil:
+    """The blocks that work items and chunks split among them (_dw_part): all but the partial block of a
+    channel tail, which goes with the last."""
+    return (g.c * g.m + phase) // lanes
+
+
+cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes, Py_ssize_t phase) noexcept nogil:
     """Elements of the packed weights [block][KH][KW][lanes] followed by the packed bias [block][lanes]."""
-    return _dw_blocks(g, lanes) * (g.kh * g.kw + 1) * lanes
+    return _dw_blocks(g, lanes, phase) * (g.kh * g.kw + 1) * lanes
 
 
-cdef inline const floating *_dw_packed_bias(const floating *packed, const DwGeometry *g) noexcept nogil:
+cdef inline const floating *_dw_packed_bias(const floating *packed, const DwGeometry *g,
+                                            Py_ssize_t phase) noexcept nogil:
     cdef int lanes = _lanes(packed)
-    return packed + _dw_blocks(g, lanes) * g.kh * g.kw * lanes
+    return packed + _dw_blocks(g, lanes, phase) * g.kh * g.kw * lanes
 
 
-cdef void _dw_pack_weights(const floating *weight, const floating *bias, const DwGeometry *g,
+cdef void _dw_pack_weights(const floating *weight, const floating *bias, const DwGeometry *g, Py_ssize_t phase,
                            floating *packed) noexcept nogil:
     """Pack weight (KH, KW, C*M) and bias (C*M,) or NULL into ``packed`` (_dw_packed_size elements)."""
-    _dw_pack_blocks(weight, bias, g, packed, 0, _dw_blocks(g, _lanes(weight)))
+    _dw_pack_blocks(weight, bias, g, phase, packed, 0, _dw_blocks(g, _lanes(weight), phase))
 
 
 cdef inline void _dw_pack_blocks(const floating *weight, const floating *bias, const DwGeometry *g,
-                                 floating *packed, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+                                 Py_ssize_t phase, floating *packed, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """_dw_pack_weights for the channel blocks [b0, b1) only."""
-    _dw_pack(weight, bias, g.kh * g.kw, g.c * g.m, _lanes(weight), packed,
-             <floating *>_dw_packed_bias(packed, g), b0, b1)
+    _dw_pack(weight, bias, g.kh * g.kw, g.c * g.m, _lanes(weight), phase, packed,
+             <floating *>_dw_packed_bias(packed, g, phase), b0, b1)
 
 
-cdef void _dw_pack_groups(const floating *weight, const floating *bias, const DwGeometry *g,
+cdef void _dw_pack_groups(const floating *weight, const floating *bias, const DwGeometry *g, Py_ssize_t phase,
                           floating *packed, Py_ssize_t groups, Py_ssize_t first, Py_ssize_t end) noexcept nogil:
     """Pack into ``packed`` the channel blocks that work items [first, end) read (_dw_split): those of
     their groups (item % groups; the last group's include the partial block of the tail), or all blocks
     when the items cover every group."""
     cdef int lanes = _lanes(weight)
-    cdef Py_ssize_t whole = (g.c * g.m) // lanes, blocks = _dw_blocks(g, lanes), item, group
+    cdef Py_ssize_t whole = _dw_split_blocks(g, lanes, phase), blocks = _dw_blocks(g, lanes, phase), item, group
     if end - first >= groups:
-        _dw_pack_blocks(weight, bias, g, packed, 0, blocks)
+        _dw_pack_blocks(weight, bias, g, phase, packed, 0, blocks)
         return
     for item in range(first, end):  # fewer items than groups: distinct groups
         group = item % groups
-        _dw_pack_blocks(weight, bias, g, packed, _dw_part(0, whole, groups, group),
+        _dw_pack_blocks(weight, bias, g, phase, packed, _dw_part(0, whole, groups, group),
                         _dw_part(0, whole, groups, group + 1) if group + 1 < groups else blocks)
 
 
@@ -584,85 +617,68 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads, bint flush=False) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then).
+    ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
 
     Each thread packs the weights and bias of the channel blocks it runs into a copy of its own
-    (_dw_pack_groups): no serial prologue, no wait for another thread, and the packed blocks are in the
-    cache of the core that reads them. (Packed once by the caller's thread, they were read from another
-    core's cache, and written back there by the next call: a 7x7x960 layer ran no faster on two threads
-    than on one.)
+    (_dw_pack_groups), at the phase that aligns the loads of x (_dw_phase): no serial prologue, no wait for
+    another thread, and the packed blocks are in the cache of the core that reads them. (Packed once by
+    the caller's thread, they were read from another core's cache, and written back there by the next
+    call: a 7x7x960 layer ran no faster on two threads than on one.)
     """
-    return _dw_launch(x, NULL, weight, bias, y, g, num_threads, flush)
-
-
-cdef int _dw_run_packed(const floating *x, const floating *packed, floating *y, const DwGeometry *g,
-                        int num_threads, bint flush=False) noexcept nogil:
-    """The depthwise convolution with weights packed by _dw_pack_weights. 0, or -1 out of memory.
-
-    ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
-    """
-    return _dw_launch(x, packed, NULL, NULL, y, g, num_threads, flush)
-
-
-cdef int _dw_launch(const floating *x, const floating *packed, const floating *weight, const floating *bias,
-                    floating *y, const DwGeometry *g, int num_threads, bint flush) noexcept nogil:
-    """_dw_run (``weight``, ``bias``; ``packed`` NULL) or _dw_run_packed (``packed``; ``weight`` NULL)."""
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef int threads = _threads_for(num_threads, g.n * g.oh,
                                     <double>g.n * g.oh * row_size * g.kh * g.kw * DWCY_DW_MADD_COST)
     cdef DwWork work
-    work.finite = (_all_finite(weight, g.kh * g.kw * g.c * g.m) if weight != NULL
-                   else _dw_weights_finite(packed, g))
+    work.finite = _all_finite(weight, g.kh * g.kw * g.c * g.m)
+    work.phase = _dw_phase(x, g)
     _dw_split(g, _lanes(x), sizeof(floating), threads, work.finite, &work.band_rows, &work.groups)
     work.bands = (g.oh + work.band_rows - 1) // work.band_rows  # per image
     cdef Py_ssize_t items = g.n * work.bands * work.groups
     threads = <int>min(threads, items)
-    # Per thread: its packed weights (with ``weight``), then its expansion buffer (multiplier), 64-byte aligned.
-    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x)) if weight != NULL else 0
+    # Per thread: its packed weights, then its expansion buffer (multiplier), 64-byte aligned.
+    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x), work.phase)
     cdef Py_ssize_t per_thread = pack_size + _dw_expand_size(g, sizeof(floating))
-    cdef floating *buffers = NULL
-    if per_thread:
-        buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
-        if buffers == NULL:
-            return -1
+    cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
+    if buffers == NULL:
+        return -1
     cdef int tid = 0
     cdef floating *mine = NULL
     if threads == 1:  # in the caller's thread, no OpenMP region
-        _dw_items(x, packed, weight, bias, y, g, &work, buffers, pack_size, 0, items, flush)
+        _dw_items(x, weight, bias, y, g, &work, buffers, pack_size, 0, items, flush)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
             mine = buffers + tid * per_thread
-            _dw_items(x, packed, weight, bias, y, g, &work, mine, pack_size, _share(items, threads, tid),
+            _dw_items(x, weight, bias, y, g, &work, mine, pack_size, _share(items, threads, tid),
                       _share(items, threads, tid + 1), flush)
     dwcy_free64(buffers)
     return 0
 
 
 ctypedef struct DwWork:
-    # How _dw_launch splits a call into work items: item = (n * bands + band) * groups + group.
+    # How _dw_run splits a call into work items: item = (n * bands + band) * groups + group.
     Py_ssize_t band_rows, bands   # output rows of a band; bands per image
     Py_ssize_t groups             # groups of channel blocks
     bint finite                   # are the weights all finite (_dw_band)
+    Py_ssize_t phase              # of the channel blocks (_dw_phase)
 
 
-cdef void _dw_items(const floating *x, const floating *packed, const floating *weight, const floating *bias,
-                    floating *y, const DwGeometry *g, const DwWork *work, floating *buffer, Py_ssize_t pack_size,
+cdef void _dw_items(const floating *x, const floating *weight, const floating *bias, floating *y,
+                    const DwGeometry *g, const DwWork *work, floating *buffer, Py_ssize_t pack_size,
                     Py_ssize_t first, Py_ssize_t end, bint flush) noexcept nogil:
-    """Work items [first, end), in one thread: with ``weight``, packing the blocks they read into
-    ``buffer`` first (pack_size elements); the rest of ``buffer`` is the expansion buffer (multiplier)."""
+    """Work items [first, end), in one thread: the blocks they read packed into ``buffer`` first (pack_size
+    elements); the rest of ``buffer`` is the expansion buffer (multiplier)."""
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t item, band, n, oh0
     if first >= end:
         return
-    if weight != NULL:
-        _dw_pack_groups(weight, bias, g, buffer, work.groups, first, end)
-        packed = buffer
+    _dw_pack_groups(weight, bias, g, work.phase, buffer, work.groups, first, end)
     cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for item in range(first, end):
         band = item // work.groups
         n = band // work.bands
         oh0 = (band - n * work.bands) * work.band_rows
-        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), packed, _dw_packed_bias(packed, g),
-                 y + (n * g.oh + oh0) * row_size, buffer + pack_size, work.finite, item % work.groups,
-                 work.groups)
+        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), buffer,
+                 _dw_packed_bias(buffer, g, work.phase), y + (n * g.oh + oh0) * row_size, buffer + pack_size,
+                 work.finite, work.phase, item % work.groups, work.groups)
     dwcy_fpu_exit(flush, fpu)

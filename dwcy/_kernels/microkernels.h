@@ -32,6 +32,9 @@
  * DWCY_DW_EXPAND_BYTES
  *                  depthwise with a channel multiplier: the input rows of consecutive output rows are
  *                  expanded (each channel repeated M times) into a per-thread buffer of about this size
+ * DWCY_DW_ALIGN_MIN_BLOCKS
+ *                  depthwise: channel blocks a layer needs for its tiles to start their blocks on the
+ *                  input's 64-byte boundaries, a partial block ahead (depthwise.pxi's _dw_phase); 0: never
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
@@ -70,21 +73,25 @@
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
 #define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + up to 7 x 2 weights + 2 inputs of 32 */
+#define DWCY_DW_ALIGN_MIN_BLOCKS 8 /* 2 (C = 32) ran 0.75x, 6 (C = 96) 1.00x, 9 or more 1.1-1.3x */
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
 #define DWCY_DW_PIXELS 4 /* each 64-byte vector takes two of the 16 ymm registers */
 #define DWCY_DW_FIXED_VECTORS 1
+#define DWCY_DW_ALIGN_MIN_BLOCKS 0 /* masked loads and stores are loops of lanes */
 #define DWCY_GEMM_MR 3   /* 3 x 2 x 2 ymm accumulators + 4 for the weights of 16 ymm */
 #elif defined(__SSE2__) || defined(__aarch64__)
 #define DWCY_SIMD_LEVEL "sse2"
 #define DWCY_DW_PIXELS 2
 #define DWCY_DW_FIXED_VECTORS 1
+#define DWCY_DW_ALIGN_MIN_BLOCKS 0
 #define DWCY_GEMM_MR 1
 #else
 #define DWCY_SIMD_LEVEL "generic"
 #define DWCY_DW_PIXELS 2
 #define DWCY_DW_FIXED_VECTORS 1
+#define DWCY_DW_ALIGN_MIN_BLOCKS 0
 #define DWCY_GEMM_MR 1
 #endif
 
@@ -185,44 +192,50 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 
 #if DWCY_VECTOR_EXTENSIONS
 /*
- * Load or store the first n lanes of a vector (n <= lanes): a channel tail, a row's last partial panel.
- * AVX-512 masks suppress any fault in the lanes left out, so nothing past n is touched.
+ * Load or store the lanes of a vector whose bits are set in `mask` (bit l: lane l): a channel tail or head,
+ * a row's last partial panel. Lanes left out load as zero and are never touched in memory: AVX-512 masks
+ * suppress any fault in them, so a vector may start before an array or run past its end.
  */
+#define DWCY_LANES_BELOW(n) ((1u << (n)) - 1u) /* lanes [0, n), n <= 16 */
 #if defined(__AVX512F__)
-static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, unsigned mask)
 {
-    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1), (__m512)*v);
+    _mm512_mask_storeu_ps(dst, (__mmask16)mask, (__m512)*v);
 }
-static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, unsigned mask)
 {
-    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1), (__m512d)*v);
+    _mm512_mask_storeu_pd(dst, (__mmask8)mask, (__m512d)*v);
 }
-static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, unsigned mask)
 {
-    *v = (dwcy_vf32)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
+    *v = (dwcy_vf32)_mm512_maskz_loadu_ps((__mmask16)mask, src);
 }
-static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned mask)
 {
-    *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
+    *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)mask, src);
 }
 #else
-static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, int n)
+static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, unsigned mask)
 {
-    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
+    for (int l = 0; l < DWCY_LANES_F32; l++)
+        if (mask >> l & 1u) dst[l] = (*v)[l];
 }
-static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, int n)
+static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, unsigned mask)
 {
-    for (int l = 0; l < n; l++) dst[l] = (*v)[l];
+    for (int l = 0; l < DWCY_LANES_F64; l++)
+        if (mask >> l & 1u) dst[l] = (*v)[l];
 }
-static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, int n)
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, unsigned mask)
 {
     *v = (dwcy_vf32){0};
-    for (int l = 0; l < n; l++) (*v)[l] = src[l];
+    for (int l = 0; l < DWCY_LANES_F32; l++)
+        if (mask >> l & 1u) (*v)[l] = src[l];
 }
-static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned mask)
 {
     *v = (dwcy_vf64){0};
-    for (int l = 0; l < n; l++) (*v)[l] = src[l];
+    for (int l = 0; l < DWCY_LANES_F64; l++)
+        if (mask >> l & 1u) (*v)[l] = src[l];
 }
 #endif
 #endif
@@ -305,8 +318,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
  *              w_row_step apart); nkh valid tap rows; w_block_step: elements between the weights of
  *              neighbouring vectors (KH * KW * LANES)
  *   npix       pixels to store (<= NPIX): a row's last tile computes NPIX, stores the real ones
- *   nc         channels of the last vector to load and store (<= LANES): the channel tail, with masked
- *              loads and stores (the tiles of more than one vector take whole vectors only: nc = LANES)
+ *   lo, hi     the lanes to load and store: [lo, LANES) of the first vector and [0, hi) of the last (of
+ *              the same one with one vector): the channel head and tail, with masked loads and stores; a
+ *              row whose input is not 64-byte aligned starts its first vector lo lanes before channel 0
+ *              (depthwise.pxi's phase), so that all its loads are aligned
  *
  * Pixel p sums bias, then its valid taps in (kh, kw) order: the sums of the general tile, bit for bit.
  */
@@ -314,9 +329,8 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
 #define DWCY_DW_SPAN(NPIX, KW, SW, DW) (((NPIX) - 1) * (SW) + ((KW) - 1) * (DW) + 1)
 #if DWCY_VECTOR_EXTENSIONS
 /* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
-#define DWCY_LOAD_WHOLE(v, src) memcpy(&(v), (src), sizeof(v))
-#define DWCY_LOAD_TAIL_float(v, src) dwcy_load_float(&(v), (src), nc)
-#define DWCY_LOAD_TAIL_double(v, src) dwcy_load_double(&(v), (src), nc)
+#define DWCY_LOAD_WHOLE(T, v, dst, src) memcpy(&(dst), (src), sizeof(dst))
+#define DWCY_LOAD_MASKED(T, v, dst, src) dwcy_load_##T(&(dst), (src), mask[v])
 #define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, SKIP, LOAD)                                           \
     {                                                                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
@@ -325,7 +339,7 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
                 memcpy(&wv[j][v], w + v * w_block_step + i * w_row_step + j * lanes, sizeof(V));               \
         DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, KW, SW, DW); q++) {                                  \
             if (SKIP) continue;                                                                                \
-            DWCY_UNROLL for (int v = 0; v < NVEC; v++) LOAD(xv[v], xr + q * col_step + v * lanes);             \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++) LOAD(T, v, xv[v], xr + q * col_step + v * lanes);             \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
                 const int d = q - p * SW, j = d / DW;                                                          \
                 if (d >= 0 && d % DW == 0 && j < KW)                                                           \
@@ -333,24 +347,36 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
             }                                                                                                  \
         }                                                                                                      \
     }
+/* The tile NAME (whole vectors: lo = 0, hi = LANES) and NAME_masked (any lo, hi), of one body. */
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, 0)                                       \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, 1)
+#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED)                              \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
-                            const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int nc, int activation)   \
+                            const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int lo, int hi, int activation) \
     {                                                                                                      \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
+        const int whole = !(MASKED);                                                                       \
         V acc[NPIX][NVEC], wv[KW][NVEC], xv[NVEC];                                                         \
+        unsigned mask[NVEC];                                                                               \
+        DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                         \
+            mask[v] = (v == 0 ? ~DWCY_LANES_BELOW(lo) : ~0u) & (v == NVEC - 1 ? DWCY_LANES_BELOW(hi) : ~0u); \
+        (void)mask;                                                                                        \
         DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
             memcpy(&xv[v], bias + v * lanes, sizeof(V));                                                   \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p][v] = xv[v];                                  \
         }                                                                                                  \
         /* Input column q feeds pixel p through tap j = (q - p*SW) / DW. Taps accumulate in order: for a */\
         /* pixel p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */  \
-        if (NVEC == 1 && nc < lanes)                                                                       \
+        const int interior = q_lo == 0 && q_hi == DWCY_DW_SPAN(NPIX, KW, SW, DW);                          \
+        if (!whole && interior)                                                                            \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi),              \
-                                      DWCY_LOAD_TAIL_##T)                                                  \
-        else if (q_lo == 0 && q_hi == DWCY_DW_SPAN(NPIX, KW, SW, DW))                                      \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_MASKED)                   \
+        else if (!whole)                                                                                   \
+            for (int i = 0; i < nkh; i++)                                                                  \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), DWCY_LOAD_MASKED) \
+        else if (interior)                                                                                 \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_WHOLE)                    \
         else                                                                                               \
@@ -360,23 +386,26 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, int n)
             if (p >= npix) break;                                                                          \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                   \
                 dwcy_vactivate_##V(&acc[p][v], activation);                                                \
-                if (NVEC > 1 || nc == lanes)                                                               \
+                if (whole)                                                                                 \
                     memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                         \
                 else                                                                                       \
-                    dwcy_store_##T(y + p * y_pix_step, &acc[p][v], nc);                                    \
+                    dwcy_store_##T(y + p * y_pix_step + v * lanes, &acc[p][v], mask[v]);                   \
             }                                                                                              \
         }                                                                                                  \
     }
 #else
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                          \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW)
+#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                      \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
-                            const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int nc, int activation)   \
+                            const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int lo, int hi, int activation) \
     {                                                                                                      \
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                  \
         for (int v = 0; v < NVEC; v++)                                                                     \
             for (int p = 0; p < npix; p++)                                                                 \
-                for (int l = 0; l < (NVEC > 1 ? lanes : nc); l++) {                                        \
+                for (int l = v == 0 ? lo : 0; l < (v == NVEC - 1 ? hi : lanes); l++) {                     \
                     T acc = bias[v * lanes + l];                                                           \
                     for (int i = 0; i < nkh; i++)                                                          \
                         for (int j = 0; j < KW; j++) {                                                     \
@@ -449,21 +478,23 @@ typedef enum {
     DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DWCY_ROW_K7S1, DWCY_ROW_K3S1D2
 } dwcy_row_tile;
 #define DWCY_DW_FIXED_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y, \
-                           y_pix_step, npix, nc, activation
-/* A row kind's case: its tile of two vectors (TILE##x2) or of one. */
+                           y_pix_step, npix, lo, hi, activation
+/* A row kind's case: its tile of two vectors (TILE##x2) or of one, of whole vectors or masked. */
 #define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
     case KIND:                                                                                                \
-        if (two) TILE##x2(DWCY_DW_FIXED_ARGS);                                                                \
-        else TILE(DWCY_DW_FIXED_ARGS);                                                                        \
+        if (two && whole) TILE##x2(DWCY_DW_FIXED_ARGS);                                                       \
+        else if (two) TILE##x2_masked(DWCY_DW_FIXED_ARGS);                                                    \
+        else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
+        else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
         break;
 #define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
     static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, const T *x, ptrdiff_t row_step, \
                                                 ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi,        \
                                                 const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step,     \
                                                 int nkh, const T *bias, T *y, ptrdiff_t y_pix_step, int npix, \
-                                                int nc, int activation)                                       \
+                                                int lo, int hi, int activation)                               \
     {                                                                                                         \
-        const int two = vectors == 2;                                                                         \
+        const int two = vectors == 2, whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                \
         switch (kind) {                                                                                       \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                        \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                        \
@@ -528,7 +559,7 @@ DWCY_DEFINE_DW_FIXED(f64, double)
                     if (j < NV - 1 || last_cols == lanes)                                                      \
                         memcpy(&acc[i][j], ci, sizeof(V));                                                     \
                     else                                                                                       \
-                        dwcy_load_##T(&acc[i][j], ci, last_cols);                                              \
+                        dwcy_load_##T(&acc[i][j], ci, DWCY_LANES_BELOW(last_cols));                                              \
                 }                                                                                              \
         }                                                                                                      \
         for (ptrdiff_t p = 0; p < k; p++) {                                                                    \
@@ -551,7 +582,7 @@ DWCY_DEFINE_DW_FIXED(f64, double)
                 if (j < NV - 1 || last_cols == lanes)                                                          \
                     memcpy(c + i * ldc + j * lanes, &acc[i][j], sizeof(V));                                    \
                 else                                                                                           \
-                    dwcy_store_##T(c + i * ldc + j * lanes, &acc[i][j], last_cols);                            \
+                    dwcy_store_##T(c + i * ldc + j * lanes, &acc[i][j], DWCY_LANES_BELOW(last_cols));                            \
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \

@@ -25,20 +25,20 @@ cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int 
     return max(1, rows)
 
 
-cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_packed, const GemmWeights *gw,
-                     floating *y, Py_ssize_t band_rows, Py_ssize_t bands, Py_ssize_t first, Py_ssize_t end,
-                     int activation, floating *band, floating *expand_buf, bint weights_finite,
+cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_packed, Py_ssize_t phase,
+                     const GemmWeights *gw, floating *y, Py_ssize_t band_rows, Py_ssize_t bands, Py_ssize_t first,
+                     Py_ssize_t end, int activation, floating *band, floating *expand_buf, bint weights_finite,
                      bint flush) noexcept nogil:
-    """Work items [first, end) in one thread, item = n * bands + band: its depthwise rows into ``band``, then
-    the pointwise tiles into y."""
-    cdef const floating *bpack = _dw_packed_bias(dw_packed, g)
+    """Work items [first, end) in one thread, item = n * bands + band: its depthwise rows into ``band`` (the
+    weights packed at this phase), then the pointwise tiles into y."""
+    cdef const floating *bpack = _dw_packed_bias(dw_packed, g, phase)
     cdef Py_ssize_t item, n, oh0, rows
     cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for item in range(first, end):
         n = item // bands
         oh0 = (item - n * bands) * band_rows
         rows = min(band_rows, g.oh - oh0)
-        _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite)
+        _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite, phase)
         _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
                    _gemm_units(gw.panels, rows * g.ow, DWCY_GEMM_MR), activation)
     dwcy_fpu_exit(flush, fpu)
@@ -67,77 +67,85 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out.
 
     Unfused, it is depthwise_conv2d then pointwise_conv2d exactly, each packing its weights its own way."""
-    cdef int lanes = _lanes(x)
     cdef Py_ssize_t band_rows, pixels = g.n * g.oh * g.ow
     cdef floating *mid
     cdef int rc
+    cdef Py_ssize_t phase = _dw_phase(x, g)  # mid starts as far into a line as x (see _sep_run_packed)
     if not _sep_fuses(g, cout, sizeof(floating), num_threads, &band_rows):
-        mid = <floating *>dwcy_malloc64(pixels * g.c * g.m * sizeof(floating))
+        mid = <floating *>dwcy_malloc64((pixels * g.c * g.m + _lanes(x)) * sizeof(floating))
         if mid == NULL:
             return -1
-        rc = _dw_run(x, dw_weight, dw_bias, mid, g, num_threads, flush)
+        rc = _dw_run(x, dw_weight, dw_bias, mid + phase, g, num_threads, flush)
         if rc == 0:
-            rc = _pw_run(mid, pw_weight, pw_bias, y, pixels, g.c * g.m, cout, activation, num_threads, flush)
+            rc = _pw_run(mid + phase, pw_weight, pw_bias, y, pixels, g.c * g.m, cout, activation, num_threads,
+                         flush)
         dwcy_free64(mid)
         return rc
-    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes)
-    cdef floating *packed = <floating *>dwcy_malloc64((dw_size + _gemm_packed_size(g.c * g.m, cout, lanes))
-                                               * sizeof(floating))
+    cdef floating *packed = <floating *>dwcy_malloc64(_gemm_packed_size(g.c * g.m, cout, _lanes(x))
+                                                      * sizeof(floating))
     if packed == NULL:
         return -1
     cdef GemmWeights gw
-    _dw_pack_weights(dw_weight, dw_bias, g, packed)
-    _gemm_pack(pw_weight, pw_bias, g.c * g.m, cout, packed + dw_size, &gw)
-    rc = _sep_run_packed(x, packed, &gw, y, g, activation, num_threads, flush)
+    _gemm_pack(pw_weight, pw_bias, g.c * g.m, cout, packed, &gw)
+    rc = _sep_run_packed(x, dw_weight, dw_bias, &gw, y, g, activation, num_threads, flush)
     dwcy_free64(packed)
     return rc
 
 
-cdef int _sep_run_packed(const floating *x, const floating *dw_packed, const GemmWeights *gw, floating *y,
-                         const DwGeometry *g, int activation, int num_threads, bint flush=False) noexcept nogil:
-    """The separable block with packed weights (_dw_pack_weights, _gemm_pack). 0, or -1 out of memory.
-    ``flush``: FTZ/DAZ in every thread, for this call only."""
+cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const floating *dw_bias,
+                         const GemmWeights *gw, floating *y, const DwGeometry *g, int activation, int num_threads,
+                         bint flush=False) noexcept nogil:
+    """The separable block with the pointwise weights packed (_gemm_pack); the depthwise ones are packed
+    here, once, at the phase of x (_dw_phase). 0, or -1 out of memory. ``flush``: FTZ/DAZ in every thread,
+    for this call only."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
     cdef Py_ssize_t band_rows
     if not _sep_fuses(g, gw.n, sizeof(floating), num_threads, &band_rows):
-        return _sep_run_unfused(x, dw_packed, gw, y, g, activation, num_threads, intermediate, flush)
+        return _sep_run_unfused(x, dw_weight, dw_bias, gw, y, g, activation, num_threads, intermediate, flush)
     cdef int threads
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
     threads = _threads_for(num_threads, items, _sep_work(g, gw.n))
-    # Per thread: the band, then the depthwise expansion buffer (multiplier > 1), each 64-byte aligned.
+    # The packed depthwise weights; then per thread: the band, the depthwise expansion buffer (multiplier >
+    # 1), each 64-byte aligned but the band, which starts as far into its line as x does, for the
+    # depthwise tiles' stores to be as aligned as their loads (_dw_phase).
     cdef int lanes = _lanes(x)
-    cdef Py_ssize_t band_size = _round_up(band_rows * g.ow * k, lanes)
+    cdef Py_ssize_t phase = _dw_phase(x, g)
+    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes, phase)
+    cdef Py_ssize_t band_size = _round_up(phase + band_rows * g.ow * k, lanes)
     cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g, sizeof(floating))
-    cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
-    if buffers == NULL:
+    cdef floating *dw_packed = <floating *>dwcy_malloc64((dw_size + threads * per_thread) * sizeof(floating))
+    if dw_packed == NULL:
         return -1
+    _dw_pack_weights(dw_weight, dw_bias, g, phase, dw_packed)
+    cdef floating *buffers = dw_packed + dw_size
     cdef floating *mine = NULL
-    cdef bint finite = _dw_weights_finite(dw_packed, g)
+    cdef bint finite = _all_finite(dw_weight, g.kh * g.kw * k)
     cdef int tid = 0
     if threads == 1:  # in the caller's thread, no OpenMP region
-        _sep_bands(x, g, dw_packed, gw, y, band_rows, bands, 0, items, activation, buffers, buffers + band_size,
-                   finite, flush)
+        _sep_bands(x, g, dw_packed, phase, gw, y, band_rows, bands, 0, items, activation, buffers + phase,
+                   buffers + band_size, finite, flush)
     else:
         with parallel(num_threads=_team(num_threads, threads)):
             tid = omp_get_thread_num()
             mine = buffers + tid * per_thread
-            _sep_bands(x, g, dw_packed, gw, y, band_rows, bands, _share(items, threads, tid),
-                       _share(items, threads, tid + 1), activation, mine, mine + band_size, finite, flush)
-    dwcy_free64(buffers)
+            _sep_bands(x, g, dw_packed, phase, gw, y, band_rows, bands, _share(items, threads, tid),
+                       _share(items, threads, tid + 1), activation, mine + phase, mine + band_size, finite, flush)
+    dwcy_free64(dw_packed)
     return 0
 
 
-cdef int _sep_run_unfused(const floating *x, const floating *dw_packed, const GemmWeights *gw, floating *y,
-                          const DwGeometry *g, int activation, int num_threads, Py_ssize_t intermediate,
-                          bint flush) noexcept nogil:
+cdef int _sep_run_unfused(const floating *x, const floating *dw_weight, const floating *dw_bias,
+                          const GemmWeights *gw, floating *y, const DwGeometry *g, int activation, int num_threads,
+                          Py_ssize_t intermediate, bint flush) noexcept nogil:
     """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
-    cdef floating *mid = <floating *>dwcy_malloc64(intermediate * sizeof(floating))
+    cdef Py_ssize_t phase = _dw_phase(x, g)  # mid starts as far into a line as x (see _sep_run_packed)
+    cdef floating *mid = <floating *>dwcy_malloc64((intermediate + _lanes(x)) * sizeof(floating))
     if mid == NULL:
         return -1
-    cdef int rc = _dw_run_packed(x, dw_packed, mid, g, num_threads, flush)
+    cdef int rc = _dw_run(x, dw_weight, dw_bias, mid + phase, g, num_threads, flush)
     if rc == 0:
-        rc = _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads, flush)
+        rc = _pw_run_packed(gw, mid + phase, y, g.n * g.oh * g.ow, activation, num_threads, flush)
     dwcy_free64(mid)
     return rc
