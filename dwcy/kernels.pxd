@@ -21,8 +21,9 @@ them with or without the GIL, from any thread. In a child process made by fork()
 (GNU OpenMP cannot run a parallel region there once the parent has used one).
 
 Pack once, run many (what XNNPACK's create/setup/run and oneDNN's reorders give): ``*_plan_*`` packs the
-weights and biases into the kernels' layout (a copy: the caller's weights may be freed), ``*_run_*`` runs on
-any input with the plan, ``plan_free`` releases it. A plan is read-only during runs: many threads may run
+pointwise weights and biases into the kernels' layout and copies the depthwise ones (the caller's weights may
+be freed; the depthwise ones are packed per call, as depthwise_conv2d packs them, for the place in a cache
+line where that call's input starts), ``*_run_*`` runs on any input with the plan, ``plan_free`` releases it. A plan is read-only during runs: many threads may run
 the same plan at once.
 
 Example (a separable block in a nogil loop, see examples/extending/)::

@@ -33,6 +33,7 @@
 cdef extern from "microkernels.h" nogil:
     int DWCY_VBYTES
     int DWCY_DW_PIXELS
+    int DWCY_DW_NARROW_PIXELS
     int DWCY_DW_FIXED_VECTORS
     int DWCY_DW_L1_BYTES
     int DWCY_DW_CHUNK_INPUT_BYTES
@@ -78,11 +79,11 @@ cdef extern from "microkernels.h" nogil:
         ROW_K5S1 "DWCY_ROW_K5S1"
         ROW_K7S1 "DWCY_ROW_K7S1"
         ROW_K3S1D2 "DWCY_ROW_K3S1D2"
-    void dwcy_dw_f32_fixed(RowTile kind, int vectors, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
+    void dwcy_dw_f32_fixed(RowTile kind, int vectors, bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const float *bias, float *y, Py_ssize_t y_pix_step,
                           int npix, int lo, int hi, int activation) noexcept
-    void dwcy_dw_f64_fixed(RowTile kind, int vectors, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
+    void dwcy_dw_f64_fixed(RowTile kind, int vectors, bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const double *bias, double *y, Py_ssize_t y_pix_step,
                           int npix, int lo, int hi, int activation) noexcept
@@ -142,14 +143,25 @@ cdef inline Py_ssize_t _dw_phase(const floating *x, const DwGeometry *g) noexcep
     return <Py_ssize_t>(offset // sizeof(floating))
 
 
+cdef inline bint _dw_narrow(RowTile kind, const DwGeometry *g) noexcept nogil:
+    """Does this row run the narrower tiles (DWCY_DW_NARROW_PIXELS), computing fewer pixels in vain?"""
+    cdef Py_ssize_t wide = DWCY_DW_PIXELS, narrow = DWCY_DW_NARROW_PIXELS
+    if narrow == 0 or (kind != ROW_K3S1 and kind != ROW_K3S2):
+        return False
+    return (g.ow + narrow - 1) // narrow * narrow < (g.ow + wide - 1) // wide * wide
+
+
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """One output row of a kernel whose width and stride have a tile of their own (_row_tile), channel blocks
     [b0, b1), the first possibly the partial block of the phase's head and the last that of the channel
     tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile skipping the padding columns it meets
-    and storing its real pixels and channels; DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time."""
+    and storing its real pixels and channels (DWCY_DW_NARROW_PIXELS a tile where they fit the row better:
+    _dw_narrow); DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
-    cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw, pixels = DWCY_DW_PIXELS
+    cdef bint narrow = _dw_narrow(kind, g)
+    cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw
+    cdef Py_ssize_t pixels = DWCY_DW_NARROW_PIXELS if narrow else DWCY_DW_PIXELS
     cdef Py_ssize_t span = (pixels - 1) * g.sw + (g.kw - 1) * g.dw + 1  # input columns of a tile (DWCY_DW_SPAN)
     cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels
     cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
@@ -169,11 +181,11 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
             lo = <int>r.phase if b == 0 else 0
             hi = <int>min(lanes, end - (b + vectors - 1) * lanes)
             if floating is float:
-                dwcy_dw_f32_fixed(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                dwcy_dw_f32_fixed(kind, vectors, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
                                   w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
                                   y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
             else:
-                dwcy_dw_f64_fixed(kind, vectors, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                dwcy_dw_f64_fixed(kind, vectors, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
                                   w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
                                   y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
             b += vectors

@@ -23,6 +23,9 @@
 #define DWCY_VBYTES 64
 /*
  * DWCY_DW_PIXELS   depthwise: output pixels per tile (one vector of channels each)
+ * DWCY_DW_NARROW_PIXELS
+ *                  depthwise, kernels 3 wide of stride 1 or 2: a second, narrower tile width, for rows whose
+ *                  width it divides with fewer pixels computed in vain (7 for 7, 14, 28: 1/8 fewer); 0: none
  * DWCY_DW_FIXED_VECTORS
  *                  depthwise, kernels 3, 5 or 7 wide with tiles of their own: vectors of channels per tile (1 or 2)
  * DWCY_DW_L1_BYTES depthwise: a chunk of channel blocks runs over a band of rows when the input rows that
@@ -72,24 +75,28 @@
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
+#define DWCY_DW_NARROW_PIXELS 7
 #define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + up to 7 x 2 weights + 2 inputs of 32 */
 #define DWCY_DW_ALIGN_MIN_BLOCKS 8 /* 2 (C = 32) ran 0.75x, 6 (C = 96) 1.00x, 9 or more 1.1-1.3x */
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
 #define DWCY_DW_PIXELS 4 /* each 64-byte vector takes two of the 16 ymm registers */
+#define DWCY_DW_NARROW_PIXELS 0
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0 /* masked loads and stores are loops of lanes */
 #define DWCY_GEMM_MR 3   /* 3 x 2 x 2 ymm accumulators + 4 for the weights of 16 ymm */
 #elif defined(__SSE2__) || defined(__aarch64__)
 #define DWCY_SIMD_LEVEL "sse2"
 #define DWCY_DW_PIXELS 2
+#define DWCY_DW_NARROW_PIXELS 0
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0
 #define DWCY_GEMM_MR 1
 #else
 #define DWCY_SIMD_LEVEL "generic"
 #define DWCY_DW_PIXELS 2
+#define DWCY_DW_NARROW_PIXELS 0
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0
 #define DWCY_GEMM_MR 1
@@ -465,39 +472,64 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1, T, V, DWCY_DW_PIXELS, 1, 7, 1, 1)                        \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1x2, T, V, DWCY_DW_PIXELS, 2, 7, 1, 1)                     \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2, T, V, DWCY_DW_PIXELS, 1, 3, 1, 2)                     \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 2)
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 2)                     \
+    DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)
+/* The narrower tiles of the 3-wide kernels (DWCY_DW_NARROW_PIXELS): k3s1n, k3s2n. */
+#if DWCY_DW_NARROW_PIXELS
+#define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 1, 1)                \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 1, 1)              \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 2, 1)                \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 2, 1)
+#else
+#define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)
+#endif
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
 /*
  * Rows whose kernel width and stride have a fixed-width tile (depthwise.pxi's _row_tile picks the kind), and
- * the tile of a kind of 1 or 2 vectors: dwcy_dw_<dtype>_fixed(kind, vectors, <the tile's
- * arguments>).
+ * the tile of a kind of 1 or 2 vectors, of DWCY_DW_PIXELS pixels or (narrow) DWCY_DW_NARROW_PIXELS:
+ * dwcy_dw_<dtype>_fixed(kind, vectors, narrow, <the tile's arguments>).
  */
 typedef enum {
     DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DWCY_ROW_K7S1, DWCY_ROW_K3S1D2
 } dwcy_row_tile;
 #define DWCY_DW_FIXED_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y, \
                            y_pix_step, npix, lo, hi, activation
-/* A row kind's case: its tile of two vectors (TILE##x2) or of one, of whole vectors or masked. */
-#define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
-    case KIND:                                                                                                \
+/* A tile of two vectors (TILE##x2) or of one, of whole vectors or masked. */
+#define DWCY_DW_FIXED_CALL(TILE)                                                                              \
+    do {                                                                                                      \
         if (two && whole) TILE##x2(DWCY_DW_FIXED_ARGS);                                                       \
         else if (two) TILE##x2_masked(DWCY_DW_FIXED_ARGS);                                                    \
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
+    } while (0)
+/* A row kind's case: its tiles, and those of its narrow tiles (TILE##n) where it has them. */
+#define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
+    case KIND: DWCY_DW_FIXED_CALL(TILE); break;
+#if DWCY_DW_NARROW_PIXELS
+#define DWCY_DW_FIXED_CASE_NARROW(KIND, TILE)                                                                  \
+    case KIND:                                                                                                \
+        if (narrow) DWCY_DW_FIXED_CALL(TILE##n);                                                              \
+        else DWCY_DW_FIXED_CALL(TILE);                                                                        \
         break;
+#else
+#define DWCY_DW_FIXED_CASE_NARROW(KIND, TILE) DWCY_DW_FIXED_CASE(KIND, TILE)
+#endif
 #define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
-    static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, const T *x, ptrdiff_t row_step, \
+    static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, int narrow, const T *x,      \
+                                                ptrdiff_t row_step,                                           \
                                                 ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi,        \
                                                 const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step,     \
                                                 int nkh, const T *bias, T *y, ptrdiff_t y_pix_step, int npix, \
                                                 int lo, int hi, int activation)                               \
     {                                                                                                         \
         const int two = vectors == 2, whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                \
+        (void)narrow;                                                                                         \
         switch (kind) {                                                                                       \
-            DWCY_DW_FIXED_CASE(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                        \
-            DWCY_DW_FIXED_CASE(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                        \
+            DWCY_DW_FIXED_CASE_NARROW(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                 \
+            DWCY_DW_FIXED_CASE_NARROW(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                 \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K5S1, dwcy_dw_##SUFFIX##_k5s1)                                        \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K7S1, dwcy_dw_##SUFFIX##_k7s1)                                        \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K3S1D2, dwcy_dw_##SUFFIX##_k3s1d2)                                    \
