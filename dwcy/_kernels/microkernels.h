@@ -40,6 +40,9 @@
  *                  input's 64-byte boundaries, a partial block ahead (depthwise.pxi's _dw_phase); 0: never
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
+ * DWCY_GEMM_MR1    pointwise: rows of the one-vector tile, which runs MR rows as groups of this many (the
+ *                  pointers of 14 rows of A spill from x86-64's 16 general registers: with one vector, the
+ *                  k loop's loads, not its FMAs, bound it)
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
  *                  pointwise: a work item's rows of A fill at most this many bytes (to stay in L2
  *                  while every panel of W passes over them), and at most this many MR-row tiles
@@ -79,6 +82,7 @@
 #define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + up to 7 x 2 weights + 2 inputs of 32 */
 #define DWCY_DW_ALIGN_MIN_BLOCKS 8 /* 2 (C = 32) ran 0.75x, 6 (C = 96) 1.00x, 9 or more 1.1-1.3x */
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
+#define DWCY_GEMM_MR1 7
 #elif defined(__AVX2__)
 #define DWCY_SIMD_LEVEL "avx2"
 #define DWCY_DW_PIXELS 4 /* each 64-byte vector takes two of the 16 ymm registers */
@@ -86,6 +90,7 @@
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0 /* masked loads and stores are loops of lanes */
 #define DWCY_GEMM_MR 3   /* 3 x 2 x 2 ymm accumulators + 4 for the weights of 16 ymm */
+#define DWCY_GEMM_MR1 3
 #elif defined(__SSE2__) || defined(__aarch64__)
 #define DWCY_SIMD_LEVEL "sse2"
 #define DWCY_DW_PIXELS 2
@@ -93,6 +98,7 @@
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0
 #define DWCY_GEMM_MR 1
+#define DWCY_GEMM_MR1 1
 #else
 #define DWCY_SIMD_LEVEL "generic"
 #define DWCY_DW_PIXELS 2
@@ -100,6 +106,7 @@
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0
 #define DWCY_GEMM_MR 1
+#define DWCY_GEMM_MR1 1
 #endif
 
 #define DWCY_LANES_F32 ((int)(DWCY_VBYTES / sizeof(float)))
@@ -164,31 +171,55 @@ DWCY_DEFINE_ACTIVATION(double)
 
 #if DWCY_VECTOR_EXTENSIONS
 /*
- * The same, on a vector in place (through a pointer: 64-byte vectors passed by value would change the
- * ABI where the target lacks 512-bit registers). A comparison gives an all-ones lane mask, which
- * selects by bitwise and/or.
+ * The same, on vectors in place (through a pointer: 64-byte vectors passed by value would change the
+ * ABI where the target lacks 512-bit registers). max(0, v) and min(6, v): with AVX-512 one instruction
+ * each (x86's max(a, b) and min(a, b) return b when either is NaN: v, as b, stays NaN); elsewhere a
+ * comparison gives an all-ones lane mask, which selects by bitwise and/or.
  */
+#if defined(__AVX512F__)
+#define DWCY_VMAX0_dwcy_vf32(p) (*(p) = (dwcy_vf32)_mm512_max_ps(_mm512_setzero_ps(), (__m512) * (p)))
+#define DWCY_VMIN6_dwcy_vf32(p) (*(p) = (dwcy_vf32)_mm512_min_ps(_mm512_set1_ps(6), (__m512) * (p)))
+#define DWCY_VMAX0_dwcy_vf64(p) (*(p) = (dwcy_vf64)_mm512_max_pd(_mm512_setzero_pd(), (__m512d) * (p)))
+#define DWCY_VMIN6_dwcy_vf64(p) (*(p) = (dwcy_vf64)_mm512_min_pd(_mm512_set1_pd(6), (__m512d) * (p)))
+#else
+#define DWCY_VMAX0_dwcy_vf32(p) dwcy_vmax0_dwcy_vf32(p)
+#define DWCY_VMIN6_dwcy_vf32(p) dwcy_vmin6_dwcy_vf32(p)
+#define DWCY_VMAX0_dwcy_vf64(p) dwcy_vmax0_dwcy_vf64(p)
+#define DWCY_VMIN6_dwcy_vf64(p) dwcy_vmin6_dwcy_vf64(p)
+#endif
 #define DWCY_DEFINE_VECTOR_ACTIVATION(V, IV)                                                                 \
-    static inline void dwcy_vclip6_##V(V *v)                                                            \
+    static inline void dwcy_vmax0_##V(V *v)                                                             \
     {                                                                                                   \
         const V zero = {0};                                                                             \
-        const V hi = zero + 6;                                                                          \
-        IV below = *v < zero;                                                                           \
-        V t = (V)((IV)*v & ~below);                                                                     \
-        IV above = t > hi;                                                                              \
-        *v = (V)(((IV)t & ~above) | ((IV)hi & above));                                                  \
+        *v = (V)((IV)*v & ~(IV)(*v < zero));                                                            \
     }                                                                                                   \
-    static inline void dwcy_vactivate_##V(V *v, int activation)                                         \
+    static inline void dwcy_vmin6_##V(V *v)                                                             \
     {                                                                                                   \
-        const V zero = {0};                                                                             \
+        const V hi = (V){0} + 6;                                                                        \
+        IV above = *v > hi;                                                                             \
+        *v = (V)(((IV)*v & ~above) | ((IV)hi & above));                                                 \
+    }                                                                                                   \
+    /* The activation of n vectors: one switch, then a loop the tiles unroll (n is a constant there). */ \
+    static inline __attribute__((always_inline)) void dwcy_vactivate_##V(V *v, int n, int activation)   \
+    {                                                                                                   \
         V t;                                                                                            \
         switch (activation) {                                                                           \
-        case DWCY_ACT_RELU: *v = (V)((IV)*v & ~(IV)(*v < zero)); break;                                 \
-        case DWCY_ACT_RELU6: dwcy_vclip6_##V(v); break;                                                  \
+        case DWCY_ACT_RELU:                                                                             \
+            DWCY_UNROLL for (int i = 0; i < n; i++) DWCY_VMAX0_##V(&v[i]);                               \
+            break;                                                                                      \
+        case DWCY_ACT_RELU6:                                                                            \
+            DWCY_UNROLL for (int i = 0; i < n; i++) {                                                   \
+                DWCY_VMAX0_##V(&v[i]);                                                                   \
+                DWCY_VMIN6_##V(&v[i]);                                                                   \
+            }                                                                                           \
+            break;                                                                                      \
         case DWCY_ACT_HARDSWISH:                                                                        \
-            t = *v + 3;                                                                                 \
-            dwcy_vclip6_##V(&t);                                                                         \
-            *v = *v * t / 6;                                                                            \
+            DWCY_UNROLL for (int i = 0; i < n; i++) {                                                   \
+                t = v[i] + 3;                                                                           \
+                DWCY_VMAX0_##V(&t);                                                                      \
+                DWCY_VMIN6_##V(&t);                                                                      \
+                v[i] = v[i] * t / 6;                                                                    \
+            }                                                                                           \
             break;                                                                                      \
         default: break;                                                                                 \
         }                                                                                               \
@@ -288,11 +319,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
                     }                                                                                      \
             }                                                                                              \
         }                                                                                                  \
+        dwcy_vactivate_##V(&acc[0][0], NPIX * NVEC, activation);                                           \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++)                                                             \
-            DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
-                dwcy_vactivate_##V(&acc[p][v], activation);                                                \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                         \
                 memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                             \
-            }                                                                                              \
     }
 #else
 #define DWCY_DEFINE_DW_TILE(NAME, T, V, NPIX, NVEC)                                                             \
@@ -389,10 +419,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
         else                                                                                               \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE) \
+        dwcy_vactivate_##V(&acc[0][0], NPIX * NVEC, activation);                                           \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
             if (p >= npix) break;                                                                          \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                   \
-                dwcy_vactivate_##V(&acc[p][v], activation);                                                \
                 if (whole)                                                                                 \
                     memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                         \
                 else                                                                                       \
@@ -607,10 +637,10 @@ DWCY_DEFINE_DW_FIXED(f64, double)
                 DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                              \
             }                                                                                                  \
         }                                                                                                      \
+        dwcy_vactivate_##V(&acc[0][0], MR * NV, activation);                                                   \
         DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                             \
             if (i >= rows) break;                                                                              \
             DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
-                dwcy_vactivate_##V(&acc[i][j], activation);                                                    \
                 if (j < NV - 1 || last_cols == lanes)                                                          \
                     memcpy(c + i * ldc + j * lanes, &acc[i][j], sizeof(V));                                    \
                 else                                                                                           \
@@ -638,15 +668,26 @@ DWCY_DEFINE_DW_FIXED(f64, double)
     DWCY_GEMM_TILE_ENTRIES(NAME, T)
 #endif
 
+/* A tile of MR rows (NAME) as groups of GR rows of the tile GROUP (the last group may have fewer). */
+#define DWCY_DEFINE_GEMM_ROW_GROUPS(NAME, GROUP, T, GR)                                                          \
+    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
+                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
+    {                                                                                                          \
+        for (int r = 0; r < rows; r += GR)                                                                     \
+            GROUP(k, a + r * lda, lda, b, ldb, bias, c + r * ldc, ldc, rows - r < GR ? rows - r : GR,          \
+                  last_cols, first, activation);                                                               \
+    }
+
 /*
  * The tiles: MR x 2 vectors for the bulk, 4 x 2 for the rows left at the bottom of a block (all four
  * rows' sums run, keeping both FMA pipes busy, but only the real rows are stored), and the same with one
- * vector for a last panel of at most one vector.
+ * vector for a last panel of at most one vector, MR rows in groups of DWCY_GEMM_MR1.
  */
 #define DWCY_DEFINE_GEMM_TILES(SUFFIX, T, V)                                                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx2, T, V, DWCY_GEMM_MR, 2)                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x2, T, V, 4, 2)                                                \
-    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx1, T, V, DWCY_GEMM_MR, 1)                                    \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mr1x1, T, V, DWCY_GEMM_MR1, 1)                                  \
+    DWCY_DEFINE_GEMM_ROW_GROUPS(dwcy_gemm_##SUFFIX##_mrx1, dwcy_gemm_##SUFFIX##_mr1x1, T, DWCY_GEMM_MR1)       \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x1, T, V, 4, 1)
 /*
  * Pack a block of a weight panel: panel (k, NR) = w[:k, :cols] (rows ldw apart), zero-padded to NR = 2
