@@ -51,9 +51,7 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
         return y
     threads = _threads(num_threads)
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
-    y = _kernels.depthwise_empty(a.x, a.geometry) if a.out is None else a.out
-    _kernels.depthwise(a.x, a.weight, a.bias, y, a.geometry, a.activation, threads, flush_denormals)
-    return y
+    return _kernels.depthwise(a.x, a.weight, a.bias, a.out, a.geometry, a.activation, threads, flush_denormals)
 
 
 def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_threads=None, flush_denormals=False):

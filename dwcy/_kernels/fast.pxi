@@ -103,11 +103,11 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
     geometry = _fast_geometry(x, weight, t, stride, padding, dilation, "weight")
     if geometry is None or not _plain_bias(bias, t, geometry.out_channels):
         return None
-    y = depthwise_empty(x, geometry) if out is None else _fast_out(out, geometry.out_shape, t, x.dtype,
-                                                                   (x, weight, bias))
-    if y is not None:
-        depthwise(x, weight, bias, y, geometry, act, threads, flush)
-    return y
+    if out is not None:  # (None: depthwise allocates it)
+        out = _fast_out(out, geometry.out_shape, t, x.dtype, (x, weight, bias))
+        if out is None:
+            return None
+    return depthwise(x, weight, bias, out, geometry, act, threads, flush)
 
 
 def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=None):

@@ -31,10 +31,23 @@ cdef DwGeometry _geometry(object geometry, int activation) except *:
     return g
 
 
-cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, object geometry,
+cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, object geometry,
                 int activation, int num_threads, bint flush=False):
-    """Depthwise convolution into ``out`` (N, OH, OW, C*M); geometry is a dwcy._args.DepthwiseGeometry."""
+    """Depthwise convolution into ``out`` (N, OH, OW, C*M), or (out None) into a new array, which it
+    returns; geometry is a dwcy._args.DepthwiseGeometry.
+
+    A new array starts on a 64-byte boundary (aligned_empty), or as far into a cache line as x when the
+    kernels read x at a phase (depthwise.pxi's _dw_phase), so that their stores are aligned as their loads
+    are (1.15-1.28x on MobileNetV2's layers of 144 channels or more, from NumPy's arrays, than with the
+    loads alone aligned)."""
     cdef DwGeometry g = _geometry(geometry, activation)
+    cdef Py_ssize_t phase
+    if out is None:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+            phase = _dw_phase(<const float *>cnp.PyArray_DATA(x), &g)
+        else:
+            phase = _dw_phase(<const double *>cnp.PyArray_DATA(x), &g)
+        out = aligned_empty((g.n, g.oh, g.ow, g.c * g.m), x.dtype, phase * cnp.PyArray_ITEMSIZE(x))
     cdef void *xp = _data(x)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
@@ -48,6 +61,7 @@ cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out,
             rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
+    return out
 
 
 cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads,
@@ -127,20 +141,6 @@ def aligned_empty(tuple shape, cnp.dtype dtype, Py_ssize_t offset=0):
         cnp.NPY_ARRAY_CARRAY, None)
     cnp.set_array_base(array, buf)
     return array
-
-
-def depthwise_empty(cnp.ndarray x, object geometry):
-    """A new output array for depthwise(x, ...) (aligned_empty): on a 64-byte boundary, or as far into a
-    cache line as x when the kernels read x at a phase (depthwise.pxi's _dw_phase), so that their stores
-    are aligned as their loads are (1.15-1.28x on MobileNetV2's layers of 144 channels or more, from NumPy's
-    arrays, than with the loads alone aligned)."""
-    cdef DwGeometry g = _geometry(geometry, 0)
-    cdef Py_ssize_t phase
-    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-        phase = _dw_phase(<const float *>cnp.PyArray_DATA(x), &g)
-    else:
-        phase = _dw_phase(<const double *>cnp.PyArray_DATA(x), &g)
-    return aligned_empty(geometry.out_shape, x.dtype, phase * cnp.PyArray_ITEMSIZE(x))
 
 
 include "fast.pxi"
