@@ -299,12 +299,20 @@ def depthwise(x, weight, bias, stride, padding, dilation, activation, out, names
 def depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name="weight"):
     """The :class:`DepthwiseGeometry` of a call, or ValueError/TypeError naming what is wrong.
 
-    Networks call the same few geometries again and again, so the common argument forms (plain ints and a
-    padding string or int) are looked up in a cache: validation is most of a small layer's call overhead.
+    Networks call the same few geometries again and again, so the common argument forms (ints, strings, and
+    pairs of them, _plain_form) are looked up in a cache: validation is most of a small layer's call overhead.
     """
-    if type(stride) is int and type(dilation) is int and type(padding) in (str, int):
+    if _plain_form(stride) and _plain_form(dilation) and _plain_form(padding):
         return _cached_depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name)
     return _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name)
+
+
+def _plain_form(value):
+    """Is ``value`` an int, a str, or a tuple of such (a pair, a pair of pairs)? Then it is hashable, and a cache
+    keyed by it tells apart exactly the arguments that give different geometries (bool, float or NumPy
+    numbers are not plain: they take the uncached way, which converts or rejects them)."""
+    kind = type(value)
+    return kind is int or kind is str or (kind is tuple and all(map(_plain_form, value)))
 
 
 def _depthwise_geometry(x_shape, weight_shape, stride, padding, dilation, weight_name):

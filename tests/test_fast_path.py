@@ -106,8 +106,9 @@ def _depthwise_arguments(rng):
         {"weight": "2-D"},
         {"bias": "list"},
         {"bias": "wrong length"},
-        {"stride": (1, 1)},
+        {"stride": (1, 1.0)},
         {"stride": True},
+        {"dilation": (1, True)},
         {"padding": [1, 1]},
         {"padding": "bogus"},
         {"padding": -1},
@@ -139,6 +140,13 @@ def test_depthwise_fast_path_declines_what_it_does_not_take(rng, change):
 def test_fast_path_takes_the_plain_call(rng):
     args = _depthwise_arguments(rng)
     assert kernels.depthwise_fast(*args.values()) is not None
+    # Pairs (and pairs of pairs) of ints too, as peers' wrappers and Keras-style code pass them.
+    pairs = dict(args, stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2))
+    fast = kernels.depthwise_fast(*pairs.values())
+    assert fast is not None
+    full = dwcy.depthwise_conv2d(args["x"], args["weight"], args["bias"], stride=[2, 1], padding=[[1, 0], [2, 1]],
+                                 dilation=[1, 2])  # lists: the full way
+    np.testing.assert_array_equal(fast, full)
     x, weight, bias = pointwise_inputs(rng, np.float32)
     assert kernels.pointwise_fast(x, weight, bias, None, None, False) is not None
     assert kernels.pointwise_fast(x, weight[None, None], bias, None, None, False) is None  # (1, 1, Cin, Cout)

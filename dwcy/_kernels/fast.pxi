@@ -2,8 +2,9 @@
 #
 # dwcy._api tries these first. A fast path takes only arguments that are certainly valid and need no
 # conversion: C-contiguous, aligned, native ndarrays of one supported dtype and the right number of
-# dimensions, the common forms of stride/padding/dilation (whose geometry dwcy._args computes and caches),
-# a known activation, num_threads None or an int in range, out=None. Anything else (and anything the
+# dimensions, the common forms of stride/padding/dilation (ints, strings and pairs of them, whose geometry
+# dwcy._args computes and caches), a known activation, num_threads None or an int in range, out=None or a
+# plainly valid one. Anything else (and anything the
 # geometry rejects) returns None, and the call goes the full way through dwcy._args, which converts what
 # it can and raises the errors. So the rules stay in dwcy._args, and a fast path is an accept-list only.
 
@@ -73,12 +74,21 @@ cdef inline bint _plain_bias(object bias, int type_num, Py_ssize_t length):
     return bias is None or (_plain(bias, type_num, 1) and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) == length)
 
 
+cdef bint _plain_argument(object value, int depth=2):
+    """An int or a str, or a pair of such, or a pair of pairs: forms dwcy._args caches the geometry of
+    (_plain_form, of which this is the common part, checked in C)."""
+    if type(value) is int or type(value) is str:
+        return True
+    return (depth > 0 and type(value) is tuple and len(<tuple>value) == 2
+            and _plain_argument((<tuple>value)[0], depth - 1) and _plain_argument((<tuple>value)[1], depth - 1))
+
+
 cdef object _fast_geometry(object x, object weight, int type_num, object stride, object padding, object dilation,
                            str weight_name):
     """The cached DepthwiseGeometry for a plain depthwise weight and the common argument forms, else None."""
     if not (_plain(weight, type_num, 3) or _plain(weight, type_num, 4)):
         return None
-    if not (type(stride) is int and type(dilation) is int and (type(padding) is str or type(padding) is int)):
+    if not (_plain_argument(stride) and _plain_argument(padding) and _plain_argument(dilation)):
         return None
     try:
         return _cached_geometry(x.shape, weight.shape, stride, padding, dilation, weight_name)
