@@ -679,13 +679,15 @@ DWCY_DEFINE_DW_FIXED(f64, double)
     }
 
 /*
- * The tiles: MR x 2 vectors for the bulk, 4 x 2 for the rows left at the bottom of a block (all four
- * rows' sums run, keeping both FMA pipes busy, but only the real rows are stored), and the same with one
- * vector for a last panel of at most one vector, MR rows in groups of DWCY_GEMM_MR1.
+ * The tiles: MR x 2 vectors for the bulk, MR1 x 2 or 4 x 2 for the rows left at the bottom of a block (all
+ * the tile's rows' sums run, keeping both FMA pipes busy, but only the real rows are stored: 7 rows of a
+ * 7x7 image's 49 ran as two 4-row tiles), and the same with one vector for a last panel of at most one
+ * vector, MR rows in groups of DWCY_GEMM_MR1.
  */
 #define DWCY_DEFINE_GEMM_TILES(SUFFIX, T, V)                                                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mrx2, T, V, DWCY_GEMM_MR, 2)                                    \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x2, T, V, 4, 2)                                                \
+    DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mr1x2, T, V, DWCY_GEMM_MR1, 2)                                  \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_mr1x1, T, V, DWCY_GEMM_MR1, 1)                                  \
     DWCY_DEFINE_GEMM_ROW_GROUPS(dwcy_gemm_##SUFFIX##_mrx1, dwcy_gemm_##SUFFIX##_mr1x1, T, DWCY_GEMM_MR1)       \
     DWCY_DEFINE_GEMM_TILE(dwcy_gemm_##SUFFIX##_4x1, T, V, 4, 1)

@@ -27,6 +27,15 @@
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MR
+    int DWCY_GEMM_MR1
+    void dwcy_gemm_f32_mr1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
+                             float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_mr1x2_packing(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                     const float *, float *, Py_ssize_t, int, int, int, int, float *) noexcept
+    void dwcy_gemm_f64_mr1x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
+                             double *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_mr1x2_packing(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                     const double *, double *, Py_ssize_t, int, int, int, int, double *) noexcept
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_KC
@@ -132,16 +141,21 @@ cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssi
 cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
                        const floating *b, Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
                        int last_cols, bint first, int activation, floating *packing) noexcept nogil:
-    """The register tile of mr (DWCY_GEMM_MR or 4) rows, ``rows`` of them real, x one or two vectors;
-    ``packing``: NULL, or where it copies the panel's rows it reads (two vectors only; microkernels.h)."""
+    """The register tile of mr (DWCY_GEMM_MR, DWCY_GEMM_MR1 or 4) rows, ``rows`` of them real, x one or two
+    vectors (one vector: MR rows as groups of MR1, or 4); ``packing``: NULL, or where it copies the panel's
+    rows it reads (two vectors only; microkernels.h)."""
     if packing != NULL:
         if floating is float:
             if mr == DWCY_GEMM_MR:
                 dwcy_gemm_f32_mrx2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+            elif mr == DWCY_GEMM_MR1:
+                dwcy_gemm_f32_mr1x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
             else:
                 dwcy_gemm_f32_4x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
         elif mr == DWCY_GEMM_MR:
             dwcy_gemm_f64_mrx2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+        elif mr == DWCY_GEMM_MR1:
+            dwcy_gemm_f64_mr1x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
         else:
             dwcy_gemm_f64_4x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
         return
@@ -149,9 +163,11 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
         if two_vectors:
             if mr == DWCY_GEMM_MR:
                 dwcy_gemm_f32_mrx2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            elif mr == DWCY_GEMM_MR1:
+                dwcy_gemm_f32_mr1x2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
             else:
                 dwcy_gemm_f32_4x2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-        elif mr == DWCY_GEMM_MR:
+        elif mr == DWCY_GEMM_MR or mr == DWCY_GEMM_MR1:  # (MR rows as groups of MR1)
             dwcy_gemm_f32_mrx1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         else:
             dwcy_gemm_f32_4x1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
@@ -159,9 +175,11 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
         if two_vectors:
             if mr == DWCY_GEMM_MR:
                 dwcy_gemm_f64_mrx2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            elif mr == DWCY_GEMM_MR1:
+                dwcy_gemm_f64_mr1x2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
             else:
                 dwcy_gemm_f64_4x2(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-        elif mr == DWCY_GEMM_MR:
+        elif mr == DWCY_GEMM_MR or mr == DWCY_GEMM_MR1:  # (MR rows as groups of MR1)
             dwcy_gemm_f64_mrx1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         else:
             dwcy_gemm_f64_4x1(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
@@ -171,15 +189,16 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
                             Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
                             int activation, int mr, floating *packing=NULL) noexcept nogil:
     """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: mr (DWCY_GEMM_MR or 4) rows a tile, then
-    up to 4. With ``packing``, b is a whole panel of the caller's weight: the first tile copies it there as
-    it reads it, and the others read the copy."""
+    what is left in tiles of DWCY_GEMM_MR1 rows while more than 4 are, then of 4. With ``packing``, b is a
+    whole panel of the caller's weight: the first tile copies it there as it reads it, and the others read
+    the copy."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
     cdef Py_ssize_t i = 0
     cdef int tile_rows
     while i < rows:
-        tile_rows = mr if i + mr <= rows else 4
+        tile_rows = mr if i + mr <= rows else DWCY_GEMM_MR1 if rows - i > 4 else 4
         _tile(tile_rows, <int>min(tile_rows, rows - i), two_vectors, k, a + i * lda, lda, b, ldb, bias,
               c + i * ldc, ldc, last_cols, first, activation, packing)
         if packing != NULL:  # packed now: the other tiles read the copy
