@@ -177,10 +177,10 @@ DWCY_DEFINE_ACTIVATION(double)
  * comparison gives an all-ones lane mask, which selects by bitwise and/or.
  */
 #if defined(__AVX512F__)
-#define DWCY_VMAX0_dwcy_vf32(p) (*(p) = (dwcy_vf32)_mm512_max_ps(_mm512_setzero_ps(), (__m512) * (p)))
-#define DWCY_VMIN6_dwcy_vf32(p) (*(p) = (dwcy_vf32)_mm512_min_ps(_mm512_set1_ps(6), (__m512) * (p)))
-#define DWCY_VMAX0_dwcy_vf64(p) (*(p) = (dwcy_vf64)_mm512_max_pd(_mm512_setzero_pd(), (__m512d) * (p)))
-#define DWCY_VMIN6_dwcy_vf64(p) (*(p) = (dwcy_vf64)_mm512_min_pd(_mm512_set1_pd(6), (__m512d) * (p)))
+#define DWCY_VMAX0_dwcy_vf32(p) (*(p) = (dwcy_vf32)_mm512_max_ps(_mm512_setzero_ps(), (__m512)(*(p))))
+#define DWCY_VMIN6_dwcy_vf32(p) (*(p) = (dwcy_vf32)_mm512_min_ps(_mm512_set1_ps(6), (__m512)(*(p))))
+#define DWCY_VMAX0_dwcy_vf64(p) (*(p) = (dwcy_vf64)_mm512_max_pd(_mm512_setzero_pd(), (__m512d)(*(p))))
+#define DWCY_VMIN6_dwcy_vf64(p) (*(p) = (dwcy_vf64)_mm512_min_pd(_mm512_set1_pd(6), (__m512d)(*(p))))
 #else
 #define DWCY_VMAX0_dwcy_vf32(p) dwcy_vmax0_dwcy_vf32(p)
 #define DWCY_VMIN6_dwcy_vf32(p) dwcy_vmin6_dwcy_vf32(p)
