@@ -1,8 +1,9 @@
 """The command line, python -m dwcy: the benchmark table with --json and --plot, the profile, info, bad options,
 and the plain fallbacks without the cli extra (tqdm, matplotlib) or a peer.
 
-Child interpreters run in a temporary directory, never the source root, where ``import dwcy`` would find the
-uncompiled source tree. The in-process tests shorten the untimed settling time so they take a second or two.
+Child interpreters run in a temporary directory; one runs in a copy of an unbuilt source tree, as the README's
+``pip install ".[cli]" && python -m dwcy`` does in a fresh checkout. The in-process tests shorten the untimed
+settling time so they take a second or two.
 """
 
 import importlib.util
@@ -13,6 +14,7 @@ import sys
 
 import pytest
 
+import dwcy
 import dwcy.__main__ as cli
 from dwcy._layers import BENCHMARK_LAYERS
 
@@ -145,3 +147,19 @@ def test_profile(fast, capsys, tmp_path):
         assert stage["seconds"]["dwcy"] > 0 and stage["seconds"]["reference"] > 0
         assert stage["correct"] == {"dwcy": True, "reference": True}
     assert document["network"]["seconds"]["dwcy"] > 0
+
+
+def test_runs_from_an_unbuilt_source_tree(tmp_path):
+    # The checkout's dwcy/ comes first on sys.path there, without its compiled kernels: it hands over to the
+    # installed package (dwcy/__init__.py), whose __main__ then runs.
+    installed = os.path.dirname(dwcy.__file__)
+    (tmp_path / "dwcy").mkdir()
+    for name in os.listdir(installed):
+        if name.endswith(".py"):
+            (tmp_path / "dwcy" / name).write_bytes(open(os.path.join(installed, name), "rb").read())
+    result = run_dwcy("--help", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout
+    where = subprocess.run([sys.executable, "-c", "import dwcy; print(dwcy.__file__)"], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=60)
+    assert where.stdout.strip() == dwcy.__file__, where.stderr
