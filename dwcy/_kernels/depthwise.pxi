@@ -79,6 +79,7 @@ cdef extern from "microkernels.h" nogil:
         ROW_K5S1 "DWCY_ROW_K5S1"
         ROW_K7S1 "DWCY_ROW_K7S1"
         ROW_K3S1D2 "DWCY_ROW_K3S1D2"
+    bint dwcy_dw_has_narrow(RowTile kind) noexcept
     void dwcy_dw_f32_fixed(RowTile kind, int vectors, bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const float *bias, float *y, Py_ssize_t y_pix_step,
@@ -146,7 +147,7 @@ cdef inline Py_ssize_t _dw_phase(const floating *x, const DwGeometry *g) noexcep
 cdef inline bint _dw_narrow(RowTile kind, const DwGeometry *g) noexcept nogil:
     """Does this row run the narrower tiles (DWCY_DW_NARROW_PIXELS), computing fewer pixels in vain?"""
     cdef Py_ssize_t wide = DWCY_DW_PIXELS, narrow = DWCY_DW_NARROW_PIXELS
-    if narrow == 0 or (kind != ROW_K3S1 and kind != ROW_K3S2):
+    if not dwcy_dw_has_narrow(kind):
         return False
     return (g.ow + narrow - 1) // narrow * narrow < (g.ow + wide - 1) // wide * wide
 
@@ -499,12 +500,13 @@ cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t par
 
 
 cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
-                   const floating *wpack, const floating *bpack, floating *y, floating *expand_buf,
-                   bint weights_finite, Py_ssize_t phase, Py_ssize_t group=0, Py_ssize_t groups=1) noexcept nogil:
+                   const floating *wpack, floating *y, floating *expand_buf, bint weights_finite, Py_ssize_t phase,
+                   Py_ssize_t group=0, Py_ssize_t groups=1) noexcept nogil:
     """Output rows item0 .. item0+rows-1 (item = n * out_h + oh, all of one image) into y, the channels of
-    ``group`` of ``groups`` even groups of channel blocks (the last with the channel tail), the weights
-    packed for this phase (_dw_phase): a chunk of channel blocks (_dw_chunk) over all the rows, then the
-    next chunk."""
+    ``group`` of ``groups`` even groups of channel blocks (the last with the channel tail), the weights and
+    bias packed for this phase (_dw_phase) in ``wpack``: a chunk of channel blocks (_dw_chunk) over all the
+    rows, then the next chunk."""
+    cdef const floating *bpack = _dw_packed_bias(wpack, g, phase)
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t blocks = _dw_split_blocks(g, lanes, phase)
@@ -690,7 +692,6 @@ cdef void _dw_items(const floating *x, const floating *weight, const floating *b
         band = item // work.groups
         n = band // work.bands
         oh0 = (band - n * work.bands) * work.band_rows
-        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), buffer,
-                 _dw_packed_bias(buffer, g, work.phase), y + (n * g.oh + oh0) * row_size, buffer + pack_size,
-                 work.finite, work.phase, item % work.groups, work.groups)
+        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), buffer, y + (n * g.oh + oh0) * row_size,
+                 buffer + pack_size, work.finite, work.phase, item % work.groups, work.groups)
     dwcy_fpu_exit(flush, fpu)

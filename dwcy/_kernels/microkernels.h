@@ -535,6 +535,11 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
+/* The row kinds with narrow tiles (TILE##n): those the dispatcher below gives a DWCY_DW_FIXED_CASE_NARROW. */
+static inline int dwcy_dw_has_narrow(dwcy_row_tile kind)
+{
+    return DWCY_DW_NARROW_PIXELS > 0 && (kind == DWCY_ROW_K3S1 || kind == DWCY_ROW_K3S2);
+}
 /* A row kind's case: its tiles, and those of its narrow tiles (TILE##n) where it has them. */
 #define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
     case KIND: DWCY_DW_FIXED_CALL(TILE); break;

@@ -31,14 +31,13 @@ cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_
                      bint flush) noexcept nogil:
     """Work items [first, end) in one thread, item = n * bands + band: its depthwise rows into ``band`` (the
     weights packed at this phase), then the pointwise tiles into y."""
-    cdef const floating *bpack = _dw_packed_bias(dw_packed, g, phase)
     cdef Py_ssize_t item, n, oh0, rows
     cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for item in range(first, end):
         n = item // bands
         oh0 = (item - n * bands) * band_rows
         rows = min(band_rows, g.oh - oh0)
-        _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, bpack, band, expand_buf, weights_finite, phase)
+        _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, band, expand_buf, weights_finite, phase)
         _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
                    _gemm_units(gw.panels, rows * g.ow, DWCY_GEMM_MR), activation)
     dwcy_fpu_exit(flush, fpu)
@@ -67,19 +66,15 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
     """The whole separable block into y (N, OH, OW, cout). Returns 0, or -1 when memory runs out.
 
     Unfused, it is depthwise_conv2d then pointwise_conv2d exactly, each packing its weights its own way."""
-    cdef Py_ssize_t band_rows, pixels = g.n * g.oh * g.ow
+    cdef Py_ssize_t band_rows
+    cdef floating *block = NULL
     cdef floating *mid
     cdef int rc
-    cdef Py_ssize_t phase = _dw_phase(x, g)  # mid starts as far into a line as x (see _sep_run_packed)
     if not _sep_fuses(g, cout, sizeof(floating), num_threads, &band_rows):
-        mid = <floating *>dwcy_malloc64((pixels * g.c * g.m + _lanes(x)) * sizeof(floating))
-        if mid == NULL:
-            return -1
-        rc = _dw_run(x, dw_weight, dw_bias, mid + phase, g, num_threads, flush)
-        if rc == 0:
-            rc = _pw_run(mid + phase, pw_weight, pw_bias, y, pixels, g.c * g.m, cout, activation, num_threads,
-                         flush)
-        dwcy_free64(mid)
+        mid = _sep_depthwise_alone(x, dw_weight, dw_bias, g, num_threads, flush, &block)
+        rc = -1 if mid == NULL else _pw_run(mid, pw_weight, pw_bias, y, g.n * g.oh * g.ow, g.c * g.m, cout,
+                                            activation, num_threads, flush)
+        dwcy_free64(block)
         return rc
     cdef floating *packed = <floating *>dwcy_malloc64(_gemm_packed_size(g.c * g.m, cout, _lanes(x))
                                                       * sizeof(floating))
@@ -99,10 +94,9 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const flo
     here, once, at the phase of x (_dw_phase). 0, or -1 out of memory. ``flush``: FTZ/DAZ in every thread,
     for this call only."""
     cdef Py_ssize_t k = g.c * g.m
-    cdef Py_ssize_t intermediate = g.n * g.oh * g.ow * k
     cdef Py_ssize_t band_rows
     if not _sep_fuses(g, gw.n, sizeof(floating), num_threads, &band_rows):
-        return _sep_run_unfused(x, dw_weight, dw_bias, gw, y, g, activation, num_threads, intermediate, flush)
+        return _sep_run_unfused(x, dw_weight, dw_bias, gw, y, g, activation, num_threads, flush)
     cdef int threads
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
@@ -138,14 +132,24 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const flo
 
 cdef int _sep_run_unfused(const floating *x, const floating *dw_weight, const floating *dw_bias,
                           const GemmWeights *gw, floating *y, const DwGeometry *g, int activation, int num_threads,
-                          Py_ssize_t intermediate, bint flush) noexcept nogil:
+                          bint flush) noexcept nogil:
     """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
-    cdef Py_ssize_t phase = _dw_phase(x, g)  # mid starts as far into a line as x (see _sep_run_packed)
-    cdef floating *mid = <floating *>dwcy_malloc64((intermediate + _lanes(x)) * sizeof(floating))
-    if mid == NULL:
-        return -1
-    cdef int rc = _dw_run(x, dw_weight, dw_bias, mid + phase, g, num_threads, flush)
-    if rc == 0:
-        rc = _pw_run_packed(gw, mid + phase, y, g.n * g.oh * g.ow, activation, num_threads, flush)
-    dwcy_free64(mid)
+    cdef floating *block = NULL
+    cdef floating *mid = _sep_depthwise_alone(x, dw_weight, dw_bias, g, num_threads, flush, &block)
+    cdef int rc = -1 if mid == NULL else _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads,
+                                                         flush)
+    dwcy_free64(block)
     return rc
+
+
+cdef floating *_sep_depthwise_alone(const floating *x, const floating *dw_weight, const floating *dw_bias,
+                                    const DwGeometry *g, int num_threads, bint flush,
+                                    floating **block) noexcept nogil:
+    """The unfused depthwise stage into a new temporary (N, OH, OW, C*M), which it returns, or NULL when memory
+    runs out; ``*block`` is the allocation to free (dwcy_free64), NULL or not. The temporary starts as far into
+    a cache line as x, so that the depthwise tiles' stores are aligned as their loads are (_dw_phase)."""
+    block[0] = <floating *>dwcy_malloc64((g.n * g.oh * g.ow * g.c * g.m + _lanes(x)) * sizeof(floating))
+    if block[0] == NULL:
+        return NULL
+    cdef floating *mid = block[0] + _dw_phase(x, g)
+    return mid if _dw_run(x, dw_weight, dw_bias, mid, g, num_threads, flush) == 0 else NULL
