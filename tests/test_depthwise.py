@@ -156,9 +156,9 @@ def test_edge_sizes(rng, name, multiplier, dtype):
     "shape, kernel, stride, dilation, multiplier",
     [
         # Rows wide enough that one output row's span of input rows, expanded, overflows the kernels'
-        # expansion buffer (DWCY_DW_EXPAND_BYTES, 256 KB): each output row expands its own tap rows.
-        ((1, 12, 64, 64), 3, 1, 3, 2),
-        ((1, 9, 64, 48), 3, 1, 2, 3),
+        # expansion buffer (DWCY_DW_EXPAND_BYTES, 512 KB; float64): each output row expands its own tap rows.
+        ((1, 12, 128, 64), 3, 1, 3, 2),  # 7 rows of 128 KB
+        ((1, 9, 96, 48), 3, 1, 2, 3),  # 5 rows of 108 KB
         # Narrow rows: the input rows of many output rows are expanded in one go, and shared.
         ((2, 40, 9, 5), 3, 1, 1, 2),
         ((1, 41, 11, 3), 5, 3, 2, 3),
