@@ -5,7 +5,7 @@ import numpy as np
 from . import _args
 from . import kernels as _kernels  # the SIMD level chosen at import (tests/conftest.py swaps in each level)
 
-__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d"]
+__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "Pointwise", "Separable"]
 
 
 def _threads(num_threads):
@@ -129,3 +129,128 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None,
     _kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
                        dw.activation, a.activation, threads, flush_denormals)
     return y
+
+
+def _frozen_copy(a, dtype):
+    """A C-contiguous, read-only copy of ``a`` (None stays None): weights a prepared convolution owns."""
+    if a is None:
+        return None
+    copy = np.array(a, dtype=dtype, order="C", copy=True)
+    copy.setflags(write=False)
+    return copy
+
+
+class Pointwise:
+    """A pointwise (1x1) convolution whose weights are packed once, for many calls (an inference loop).
+
+    ``Pointwise(weight, bias, activation="relu6")(x)`` equals ``pointwise_conv2d(x, weight, bias,
+    activation="relu6")`` bit for bit, without packing the weights into the kernels' layout on every call
+    (XNNPACK's create-then-run). It keeps copies of the weight and bias (changing the arrays passed in later has
+    no effect) and is read-only: threads may share one.
+
+    Parameters
+    ----------
+    weight : array_like, shape (Cin, Cout) or (1, 1, Cin, Cout)
+        float32 or float64: the dtype that inputs must have.
+    bias : array_like, shape (Cout,), optional
+    activation : None, "relu", "relu6" or "hardswish"
+
+    >>> import numpy as np, dwcy
+    >>> conv = dwcy.Pointwise(np.ones((4, 8), np.float32), activation="relu")
+    >>> conv(np.ones((1, 2, 2, 4), np.float32)).shape
+    (1, 2, 2, 8)
+    """
+
+    def __init__(self, weight, bias=None, *, activation=None):
+        weight, dtype = _args._as_array(weight, "weight")
+        weight = _args._pointwise_weight(weight, weight.shape[-2] if weight.ndim in (2, 4) else 0, dtype, "weight")
+        if weight.shape[0] == 0:
+            raise ValueError(f"weight must have at least one input channel, got shape {weight.shape}")
+        _args.activation_code(activation)
+        self.weight = _frozen_copy(weight, dtype)
+        self.bias = _frozen_copy(_args._check_bias(bias, weight.shape[1], dtype, "bias"), dtype)
+        self.activation = activation
+        self._kernels = _kernels  # the level whose tiles the weights are packed for
+        self._prepared = _kernels.prepare(self.weight, self.bias)
+
+    def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
+        """The convolution of x (N, H, W, Cin), of the weight's dtype; ``out``, ``num_threads`` and
+        ``flush_denormals`` as in :func:`pointwise_conv2d`. Returns (N, H, W, Cout)."""
+        y = self._kernels.pointwise_fast(x, self.weight, self.bias, self.activation, num_threads, flush_denormals,
+                                         out, self._prepared)
+        if y is not None:
+            return y
+        threads = _threads(num_threads)
+        a = _args.pointwise(x, self.weight, self.bias, self.activation, out)
+        y = self._kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
+        self._kernels.pointwise(a.x, a.weight, a.bias, y, a.activation, threads, flush_denormals, self._prepared)
+        return y
+
+    def __repr__(self):
+        return (f"dwcy.Pointwise({self.weight.shape[0]} -> {self.weight.shape[1]}, {self.weight.dtype}, "
+                f"bias={self.bias is not None}, activation={self.activation!r})")
+
+
+class Separable:
+    """A separable block (:func:`separable_conv2d`) whose pointwise weights are packed once, for many calls.
+
+    ``Separable(depthwise_weight, pointwise_weight, ..., stride=2, padding="same")(x)`` equals
+    ``separable_conv2d(x, depthwise_weight, pointwise_weight, ..., stride=2, padding="same")`` bit for bit. It
+    keeps copies of the weights and biases and is read-only: threads may share one. The depthwise weights are
+    still packed by each call, for the place in a cache line where that call's input starts.
+
+    Parameters
+    ----------
+    depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding, dilation,
+    depthwise_activation, activation :
+        As in :func:`separable_conv2d`; padding "same" is resolved for each input's size.
+    """
+
+    def __init__(self, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, *, stride=1,
+                 padding="valid", dilation=1, depthwise_activation=None, activation=None):
+        dw, dtype = _args._as_array(depthwise_weight, "depthwise_weight")
+        if dw.ndim not in (3, 4):
+            raise ValueError(f"depthwise_weight must be (KH, KW, C) or (KH, KW, C, M), got {dw.ndim}-D with "
+                             f"shape {dw.shape}")
+        # The rules of the arguments, checked once on an input just large enough for the kernel.
+        dh, dw_ = _args.int_pair(dilation, "dilation")
+        span = ((dw.shape[0] - 1) * dh + 1, (dw.shape[1] - 1) * dw_ + 1)
+        geometry = _args.depthwise_geometry((1, max(1, span[0]), max(1, span[1]), dw.shape[2]), dw.shape, stride,
+                                            padding, dilation, "depthwise_weight")
+        pw = _args._pointwise_weight(pointwise_weight, geometry.out_channels, dtype, "pointwise_weight")
+        _args.activation_code(depthwise_activation, "depthwise_activation")
+        _args.activation_code(activation, "activation")
+        self.depthwise_weight = _frozen_copy(dw, dtype)
+        self.pointwise_weight = _frozen_copy(pw, dtype)
+        self.depthwise_bias = _frozen_copy(
+            _args._check_bias(depthwise_bias, geometry.out_channels, dtype, "depthwise_bias"), dtype)
+        self.pointwise_bias = _frozen_copy(_args._check_bias(pointwise_bias, pw.shape[1], dtype, "pointwise_bias"),
+                                           dtype)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.depthwise_activation, self.activation = depthwise_activation, activation
+        self._kernels = _kernels  # the level whose tiles the weights are packed for
+        self._prepared = _kernels.prepare(self.pointwise_weight, self.pointwise_bias)
+
+    def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
+        """The block on x (N, H, W, C), of the weights' dtype; ``out``, ``num_threads`` and ``flush_denormals``
+        as in :func:`separable_conv2d`. Returns (N, OH, OW, Cout)."""
+        y = self._kernels.separable_fast(x, self.depthwise_weight, self.pointwise_weight, self.depthwise_bias,
+                                         self.pointwise_bias, self.stride, self.padding, self.dilation,
+                                         self.depthwise_activation, self.activation, num_threads, flush_denormals,
+                                         out, self._prepared)
+        if y is not None:
+            return y
+        threads = _threads(num_threads)
+        a = _args.separable(x, self.depthwise_weight, self.pointwise_weight, self.depthwise_bias,
+                            self.pointwise_bias, self.stride, self.padding, self.dilation, self.depthwise_activation,
+                            self.activation, out, num_threads)
+        dw = a.depthwise
+        y = self._kernels.aligned_empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
+        self._kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
+                                dw.activation, a.activation, threads, flush_denormals, self._prepared)
+        return y
+
+    def __repr__(self):
+        kh, kw, c = self.depthwise_weight.shape[:3]
+        return (f"dwcy.Separable({kh}x{kw} depthwise of {c} channels -> {self.pointwise_weight.shape[1]}, "
+                f"{self.depthwise_weight.dtype}, stride={self.stride!r}, padding={self.padding!r})")

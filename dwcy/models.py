@@ -206,9 +206,9 @@ def _im2col(x, kernel, stride, padding):
     return patches
 
 
-def _run_layer(layer, x, threads, out=None):
+def _run_layer(layer, x, threads, out=None, prepared=None):
     """One layer with dwcy's kernels (a depthwise layer on its own; ``_run_stage`` fuses it with a projection);
-    ``out``: where a pointwise layer writes its result."""
+    ``out``: where a pointwise layer writes its result; ``prepared``: the layer's dwcy.Pointwise, or None."""
     if layer.kind == "conv":
         kernel = layer.weight.shape[0]
         patches = _im2col(x, kernel, layer.stride, layer.padding)
@@ -218,6 +218,8 @@ def _run_layer(layer, x, threads, out=None):
         return _api.depthwise_conv2d(x, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding,
                                      activation=layer.activation, num_threads=threads)
     if layer.kind == "pointwise":
+        if prepared is not None:
+            return prepared(x, out=out, num_threads=threads)
         return _api.pointwise_conv2d(x, layer.weight, layer.bias, activation=layer.activation, out=out,
                                      num_threads=threads)
     if layer.kind == "pool":
@@ -226,26 +228,56 @@ def _run_layer(layer, x, threads, out=None):
     raise ValueError(f"unknown layer kind {layer.kind!r}")
 
 
-def _run_stage(stage, x, threads, scratch=None):
+def _fuses(layers, i):
+    """Does layer i of a stage run fused with the next, as one separable block (a depthwise layer, then a 1x1
+    projection)?"""
+    return layers[i].kind == "depthwise" and i + 1 < len(layers) and layers[i + 1].kind == "pointwise"
+
+
+def _prepare_stage(stage):
+    """Per layer of a stage, what ``_run_stage`` runs it with, its weights packed once: a dwcy.Separable for a
+    depthwise layer and its projection, a dwcy.Pointwise for an expansion (or the head's 1x1), else None."""
+    layers, prepared = stage.layers, []
+    for i, layer in enumerate(layers):
+        if _fuses(layers, i):
+            project = layers[i + 1]
+            prepared.append(_api.Separable(layer.weight, project.weight, layer.bias, project.bias,
+                                           stride=layer.stride, padding=layer.padding,
+                                           depthwise_activation=layer.activation, activation=project.activation))
+        elif layer.kind == "pointwise" and not (i > 0 and _fuses(layers, i - 1)):
+            prepared.append(_api.Pointwise(layer.weight, layer.bias, activation=layer.activation))
+        else:
+            prepared.append(None)
+    return tuple(prepared)
+
+
+def _run_stage(stage, x, threads, scratch=None, prepared=None):
     """A stage with dwcy: a depthwise layer followed by a 1x1 projection is one separable_conv2d call.
 
     ``scratch(shape, dtype)``, if given, returns an array to write an expansion's output into (it dies within the
-    stage), or None to allocate a fresh one.
+    stage), or None to allocate a fresh one. ``prepared``: the stage's ``_prepare_stage``, whose packed weights
+    are used instead of the layers' (the same results, bit for bit).
     """
     y, layers, i = x, stage.layers, 0
+    prepared = prepared or (None,) * len(layers)
     while i < len(layers):
         layer = layers[i]
         if layer.kind == "pointwise" and scratch is not None and i + 1 < len(layers):
-            y = _run_layer(layer, y, threads, out=scratch(y.shape[:3] + (layer.weight.shape[1],), y.dtype))
+            y = _run_layer(layer, y, threads, out=scratch(y.shape[:3] + (layer.weight.shape[1],), y.dtype),
+                           prepared=prepared[i])
             i += 1
-        elif layer.kind == "depthwise" and i + 1 < len(layers) and layers[i + 1].kind == "pointwise":
+        elif _fuses(layers, i):
             project = layers[i + 1]
-            y = _api.separable_conv2d(y, layer.weight, project.weight, layer.bias, project.bias, stride=layer.stride,
-                                      padding=layer.padding, depthwise_activation=layer.activation,
-                                      activation=project.activation, num_threads=threads)
+            if prepared[i] is not None:
+                y = prepared[i](y, num_threads=threads)
+            else:
+                y = _api.separable_conv2d(y, layer.weight, project.weight, layer.bias, project.bias,
+                                          stride=layer.stride, padding=layer.padding,
+                                          depthwise_activation=layer.activation, activation=project.activation,
+                                          num_threads=threads)
             i += 2
         else:
-            y = _run_layer(layer, y, threads)
+            y = _run_layer(layer, y, threads, prepared=prepared[i])
             i += 1
     if stage.residual:
         np.add(y, x, out=y)  # y is a fresh array of this stage's
@@ -334,6 +366,7 @@ class MobileNetV2:
         self.num_classes = classifier.weight.shape[1]
         self._classifier_t = np.ascontiguousarray(classifier.weight.T)  # see _dense
         self._local = threading.local()  # per calling thread: the work array of large expansions (_scratch)
+        self._prepared = self._prepare()
 
     # construction
     @classmethod
@@ -424,7 +457,7 @@ class MobileNetV2:
         if stage is self.stages[-1]:  # global average pooling, then the dense layer
             pool, dense = stage.layers
             return _dense(_run_layer(pool, x, threads), dense.weight, self._classifier_t, dense.bias, threads)
-        return _run_stage(stage, x, threads, self._scratch)
+        return _run_stage(stage, x, threads, self._scratch, self._prepared.get(id(stage)))
 
     def _scratch(self, shape, dtype):
         """A work array for an expansion's output when it is large (see ``_SCRATCH_BYTES``), else None."""
@@ -436,14 +469,20 @@ class MobileNetV2:
             flat = self._local.scratch = aligned_empty((size,), dtype)
         return flat[:size].reshape(shape)
 
-    def __getstate__(self):  # picklable (for multiprocessing): the per-thread work array is not part of the model
+    def __getstate__(self):  # picklable (for multiprocessing): the work arrays and packed weights are rebuilt
         state = dict(self.__dict__)
-        del state["_local"]
+        del state["_local"], state["_prepared"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._local = threading.local()
+        self._prepared = self._prepare()
+
+    def _prepare(self):
+        """{id(stage): _prepare_stage(stage)}, the weights of every stage packed once; the last stage, pooling
+        and the classifier, runs _dense."""
+        return {id(stage): _prepare_stage(stage) for stage in self.stages[:-1]}
 
     def forward_reference(self, x, *, num_threads=None):
         """The same logits computed layer by layer with ``dwcy.reference`` (pure NumPy; ``num_threads`` is

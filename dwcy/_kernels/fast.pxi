@@ -120,8 +120,9 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
     return depthwise(x, weight, bias, out, geometry, act, threads, flush)
 
 
-def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=None):
-    """dwcy.pointwise_conv2d for plainly valid arguments (weight (Cin, Cout)), or None."""
+def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=None, Prepared prepared=None):
+    """dwcy.pointwise_conv2d for plainly valid arguments (weight (Cin, Cout)), or None; ``prepared``: of
+    this weight and bias (dwcy.Pointwise)."""
     cdef int t = _fast_type(x)
     cdef int threads = _fast_threads(num_threads)
     cdef int act = _fast_activation(activation)
@@ -134,13 +135,14 @@ def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=Non
                              cnp.PyArray_DIM(<cnp.ndarray>x, 2), cout)
     y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, weight, bias))
     if y is not None:
-        pointwise(x, weight, bias, y, act, threads, flush)
+        pointwise(x, weight, bias, y, act, threads, flush, prepared)
     return y
 
 
 def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, dilation, dw_activation,
-                   activation, num_threads, bint flush, out=None):
-    """dwcy.separable_conv2d for plainly valid arguments (pointwise weight (C*M, Cout)), or None."""
+                   activation, num_threads, bint flush, out=None, Prepared prepared=None):
+    """dwcy.separable_conv2d for plainly valid arguments (pointwise weight (C*M, Cout)), or None; ``prepared``:
+    of pw_weight and pw_bias (dwcy.Separable)."""
     cdef int t = _fast_type(x)
     cdef int threads = _fast_threads(num_threads)
     cdef int dw_act = _fast_activation(dw_activation), act = _fast_activation(activation)
@@ -156,5 +158,5 @@ def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, d
     shape = _pointwise_shape(geometry.n, geometry.out_h, geometry.out_w, cout)
     y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, dw_weight, pw_weight, dw_bias, pw_bias))
     if y is not None:
-        separable(x, dw_weight, dw_bias, pw_weight, pw_bias, y, geometry, dw_act, act, threads, flush)
+        separable(x, dw_weight, dw_bias, pw_weight, pw_bias, y, geometry, dw_act, act, threads, flush, prepared)
     return y

@@ -64,32 +64,79 @@ cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, obje
     return out
 
 
+cdef class Prepared:
+    """Pointwise weights packed once for this level's tiles: a plan of kernels.pxd (c_api.pxi), freed with this
+    object. Made by prepare from the weight and bias that the calls given it pass too (dwcy.Pointwise and
+    dwcy.Separable keep both); read-only, so calls in many threads may share one."""
+    cdef Plan *plan
+
+    def __dealloc__(self):
+        if self.plan != NULL:
+            plan_free(self.plan)
+
+
+cdef Prepared _prepared(Plan *plan):
+    if plan == NULL:
+        raise MemoryError("dwcy: out of memory for the packed weights")
+    cdef Prepared prepared = Prepared.__new__(Prepared)
+    prepared.plan = plan
+    return prepared
+
+
+cdef const GemmWeights *_packed(Prepared prepared) except? NULL:
+    """The packed weights of ``prepared``, or NULL for None."""
+    if prepared is None:
+        return NULL
+    if prepared.plan == NULL:
+        raise ValueError("dwcy: a Prepared not made by prepare()")
+    return &prepared.plan.pointwise
+
+
+def prepare(cnp.ndarray weight, object bias):
+    """A Prepared of pointwise weights (Cin, Cout) and bias (Cout,) or None: of a pointwise layer, for
+    pointwise(..., prepared=), or of a separable block's pointwise stage, for separable(..., prepared=)."""
+    cdef void *wp = _data(weight)
+    cdef void *bp = _data(bias)
+    if cnp.PyArray_TYPE(weight) == cnp.NPY_FLOAT:
+        return _prepared(_pointwise_plan(<const float *>wp, <const float *>bp, weight.shape[0], weight.shape[1]))
+    return _prepared(_pointwise_plan(<const double *>wp, <const double *>bp, weight.shape[0], weight.shape[1]))
+
+
 cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads,
-                bint flush=False):
-    """Pointwise convolution of x (N, H, W, Cin) with weight (Cin, Cout) into out (N, H, W, Cout)."""
+                bint flush=False, Prepared prepared=None):
+    """Pointwise convolution of x (N, H, W, Cin) with weight (Cin, Cout) into out (N, H, W, Cout): its panels
+    packed for this call, or taken from ``prepared`` (prepare of this weight and bias)."""
     cdef Py_ssize_t k = weight.shape[0], n = weight.shape[1]
     cdef Py_ssize_t pixels = x.shape[0] * x.shape[1] * x.shape[2]
     cdef void *xp = _data(x)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
     cdef void *yp = _data(out)
+    cdef const GemmWeights *gw = _packed(prepared)
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
-            rc = _pw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, pixels, k, n,
-                         activation, num_threads, flush)
+            if gw != NULL:
+                rc = _pw_run_packed(gw, <const float *>xp, <float *>yp, pixels, activation, num_threads, flush)
+            else:
+                rc = _pw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, pixels, k, n,
+                             activation, num_threads, flush)
     else:
         with nogil:
-            rc = _pw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, pixels, k, n,
-                         activation, num_threads, flush)
+            if gw != NULL:
+                rc = _pw_run_packed(gw, <const double *>xp, <double *>yp, pixels, activation, num_threads, flush)
+            else:
+                rc = _pw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, pixels, k,
+                             n, activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
 
 
 def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight, object pw_bias,
               cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads,
-              bint flush=False):
-    """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout)."""
+              bint flush=False, Prepared prepared=None):
+    """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout), the
+    pointwise panels packed for this call or taken from ``prepared`` (prepare of pw_weight and pw_bias)."""
     cdef DwGeometry g = _geometry(geometry, dw_activation)
     cdef Py_ssize_t cout = pw_weight.shape[1]
     cdef void *xp = _data(x)
@@ -98,15 +145,24 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
     cdef void *pwp = _data(pw_weight)
     cdef void *pbp = _data(pw_bias)
     cdef void *yp = _data(out)
+    cdef const GemmWeights *gw = _packed(prepared)
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
-            rc = _sep_run(<const float *>xp, <const float *>dwp, <const float *>dbp, <const float *>pwp,
-                          <const float *>pbp, <float *>yp, &g, cout, activation, num_threads, flush)
+            if gw != NULL:
+                rc = _sep_run_packed(<const float *>xp, <const float *>dwp, <const float *>dbp, gw, <float *>yp,
+                                     &g, activation, num_threads, flush)
+            else:
+                rc = _sep_run(<const float *>xp, <const float *>dwp, <const float *>dbp, <const float *>pwp,
+                              <const float *>pbp, <float *>yp, &g, cout, activation, num_threads, flush)
     else:
         with nogil:
-            rc = _sep_run(<const double *>xp, <const double *>dwp, <const double *>dbp, <const double *>pwp,
-                          <const double *>pbp, <double *>yp, &g, cout, activation, num_threads, flush)
+            if gw != NULL:
+                rc = _sep_run_packed(<const double *>xp, <const double *>dwp, <const double *>dbp, gw,
+                                     <double *>yp, &g, activation, num_threads, flush)
+            else:
+                rc = _sep_run(<const double *>xp, <const double *>dwp, <const double *>dbp, <const double *>pwp,
+                              <const double *>pbp, <double *>yp, &g, cout, activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights and per-thread buffers")
 
