@@ -11,17 +11,27 @@ the float64 reference. ``extra_info`` holds ``flops`` and ``min_bytes`` for GFLO
     pytest benchmarks/ --benchmark-autosave                # then later: --benchmark-compare
     pytest benchmarks/ --benchmark-disable                 # CI: each benchmark runs once, results checked
 
-Add a contender (a peer, a new kernel variant) to ``IMPLEMENTATIONS``. The other operations have a module like
-this one (``test_bench_pointwise.py``, ``test_bench_separable.py``); the layers are ``dwcy._layers``'s
-``BENCHMARK_LAYERS``, the batches, thread counts and parametrization ``_bench.py``'s, the fixtures ``conftest.py``'s.
+``dwcy-prepared`` is dwcy.Depthwise, the weights packed once. Add a contender (a peer, a new kernel variant) to
+``IMPLEMENTATIONS``. The other operations have a module like this one (``test_bench_pointwise.py``,
+``test_bench_separable.py``); the layers are ``dwcy._layers``'s ``BENCHMARK_LAYERS``, the batches, thread counts
+and parametrization ``_bench.py``'s, the fixtures ``conftest.py``'s.
 """
 
 import dwcy
 from _bench import Implementation, parametrize
 from dwcy._layers import BENCHMARK_LAYERS
 
+
+def _prepared(layer, inputs, threads):
+    """dwcy.Depthwise: the weights packed once, before the timed calls."""
+    x, weight, bias = inputs
+    conv = dwcy.Depthwise(weight, bias, **layer.keywords)
+    return lambda: conv(x, num_threads=threads)
+
+
 IMPLEMENTATIONS = (
     Implementation("dwcy", dwcy.depthwise_conv2d),
+    Implementation("dwcy-prepared", None, prepare=_prepared),
     # The baseline takes up to ~50 ms a call (batch 8); 10 rounds pin its median well enough for a ratio and
     # keep a full run to a couple of minutes. It ignores num_threads (NumPy runs it on one thread).
     Implementation("numpy-reference", dwcy.reference.depthwise_conv2d, rounds=10),

@@ -45,7 +45,7 @@ if _installed_copy() is not None:
         exec(compile(_source.read(), __file__, "exec"))
 else:
     from . import models, reference
-    from ._api import Pointwise, Separable, depthwise_conv2d, pointwise_conv2d, separable_conv2d
+    from ._api import Depthwise, Pointwise, Separable, depthwise_conv2d, pointwise_conv2d, separable_conv2d
     from ._args import ACTIVATIONS
     from ._config import config, show_config
 
@@ -61,6 +61,7 @@ def get_include():
 
 
 __all__ = [
-    "depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "Pointwise", "Separable", "reference", "models",
+    "depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "Depthwise", "Pointwise",
+    "Separable", "reference", "models",
     "show_config", "config", "get_include", "ACTIVATIONS", "__version__",
 ]

@@ -5,7 +5,7 @@ import numpy as np
 from . import _args
 from . import kernels as _kernels  # the SIMD level chosen at import (tests/conftest.py swaps in each level)
 
-__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "Pointwise", "Separable"]
+__all__ = ["depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "Depthwise", "Pointwise", "Separable"]
 
 
 def _threads(num_threads):
@@ -191,13 +191,68 @@ class Pointwise:
                 f"bias={self.bias is not None}, activation={self.activation!r})")
 
 
+def _depthwise_geometry(weight, stride, padding, dilation, name):
+    """The geometry of a depthwise weight on an input just large enough for it: the arguments' rules, checked
+    once, when a prepared convolution is made (each call checks its input against them)."""
+    if weight.ndim not in (3, 4):
+        raise ValueError(f"{name} must be (KH, KW, C) or (KH, KW, C, M), got {weight.ndim}-D with shape "
+                         f"{weight.shape}")
+    dilation_hw = _args.int_pair(dilation, "dilation")
+    span = [max(1, (k - 1) * d + 1) for k, d in zip(weight.shape[:2], dilation_hw)]
+    return _args.depthwise_geometry((1, *span, weight.shape[2]), weight.shape, stride, padding, dilation, name)
+
+
+class Depthwise:
+    """A depthwise convolution (:func:`depthwise_conv2d`) whose weights are packed once, for many calls.
+
+    ``Depthwise(weight, bias, stride=2, padding="same", activation="relu6")(x)`` equals
+    ``depthwise_conv2d(x, weight, bias, stride=2, padding="same", activation="relu6")`` bit for bit. The weights
+    are packed for the place in a cache line where an input starts (its phase: NumPy's arrays start 16 bytes
+    into one, dwcy's on one), once for each phase the calls meet. It keeps copies of the weight and bias and
+    is read-only: threads may share one.
+
+    Parameters
+    ----------
+    weight, bias, stride, padding, dilation, activation :
+        As in :func:`depthwise_conv2d`; padding "same" is resolved for each input's size.
+    """
+
+    def __init__(self, weight, bias=None, *, stride=1, padding="valid", dilation=1, activation=None):
+        weight, dtype = _args._as_array(weight, "weight")
+        geometry = _depthwise_geometry(weight, stride, padding, dilation, "weight")
+        _args.activation_code(activation)
+        self.weight = _frozen_copy(weight, dtype)
+        self.bias = _frozen_copy(_args._check_bias(bias, geometry.out_channels, dtype, "bias"), dtype)
+        self.stride, self.padding, self.dilation, self.activation = stride, padding, dilation, activation
+        self._kernels = _kernels  # the level whose tiles the weights are packed for
+        self._prepared = _kernels.prepare(None, None, self.weight, self.bias)
+
+    def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
+        """The convolution of x (N, H, W, C), of the weight's dtype; ``out``, ``num_threads`` and
+        ``flush_denormals`` as in :func:`depthwise_conv2d`. Returns (N, OH, OW, C*M)."""
+        y = self._kernels.depthwise_fast(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                         self.activation, num_threads, flush_denormals, out, self._prepared)
+        if y is not None:
+            return y
+        threads = _threads(num_threads)
+        a = _args.depthwise(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.activation,
+                            out)
+        return self._kernels.depthwise(a.x, a.weight, a.bias, a.out, a.geometry, a.activation, threads,
+                                       flush_denormals, self._prepared)
+
+    def __repr__(self):
+        kh, kw, c = self.weight.shape[:3]
+        return (f"dwcy.Depthwise({kh}x{kw} of {c} channels, {self.weight.dtype}, stride={self.stride!r}, "
+                f"padding={self.padding!r}, activation={self.activation!r})")
+
+
 class Separable:
-    """A separable block (:func:`separable_conv2d`) whose pointwise weights are packed once, for many calls.
+    """A separable block (:func:`separable_conv2d`) whose weights are packed once, for many calls.
 
     ``Separable(depthwise_weight, pointwise_weight, ..., stride=2, padding="same")(x)`` equals
     ``separable_conv2d(x, depthwise_weight, pointwise_weight, ..., stride=2, padding="same")`` bit for bit. It
     keeps copies of the weights and biases and is read-only: threads may share one. The depthwise weights are
-    still packed by each call, for the place in a cache line where that call's input starts.
+    packed for each phase of the inputs the calls meet, as in :class:`Depthwise`.
 
     Parameters
     ----------
@@ -209,14 +264,7 @@ class Separable:
     def __init__(self, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, *, stride=1,
                  padding="valid", dilation=1, depthwise_activation=None, activation=None):
         dw, dtype = _args._as_array(depthwise_weight, "depthwise_weight")
-        if dw.ndim not in (3, 4):
-            raise ValueError(f"depthwise_weight must be (KH, KW, C) or (KH, KW, C, M), got {dw.ndim}-D with "
-                             f"shape {dw.shape}")
-        # The rules of the arguments, checked once on an input just large enough for the kernel.
-        dh, dw_ = _args.int_pair(dilation, "dilation")
-        span = ((dw.shape[0] - 1) * dh + 1, (dw.shape[1] - 1) * dw_ + 1)
-        geometry = _args.depthwise_geometry((1, max(1, span[0]), max(1, span[1]), dw.shape[2]), dw.shape, stride,
-                                            padding, dilation, "depthwise_weight")
+        geometry = _depthwise_geometry(dw, stride, padding, dilation, "depthwise_weight")
         pw = _args._pointwise_weight(pointwise_weight, geometry.out_channels, dtype, "pointwise_weight")
         _args.activation_code(depthwise_activation, "depthwise_activation")
         _args.activation_code(activation, "activation")
@@ -229,7 +277,8 @@ class Separable:
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.depthwise_activation, self.activation = depthwise_activation, activation
         self._kernels = _kernels  # the level whose tiles the weights are packed for
-        self._prepared = _kernels.prepare(self.pointwise_weight, self.pointwise_bias)
+        self._prepared = _kernels.prepare(self.pointwise_weight, self.pointwise_bias, self.depthwise_weight,
+                                          self.depthwise_bias)
 
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The block on x (N, H, W, C), of the weights' dtype; ``out``, ``num_threads`` and ``flush_denormals``

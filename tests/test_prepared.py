@@ -1,6 +1,6 @@
-"""dwcy.Pointwise and dwcy.Separable: weights packed once, the same results as the functions, bit for bit.
+"""dwcy.Pointwise, dwcy.Depthwise and dwcy.Separable: weights packed once, the functions' results, bit for bit.
 
-Each prepared convolution is checked against its function (pointwise_conv2d, separable_conv2d) on the same
+Each prepared convolution is checked against its function (pointwise_conv2d, ...) on the same
 arguments, which the other tests check against dwcy.reference: with every option, at several thread counts,
 through the fast path and the full one, at every SIMD level; and for what it keeps (copies), rejects
 (clear errors, ``out`` untouched) and shares (threads).
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import dwcy
-from _helpers import DTYPES, assert_bitwise_equal, assert_rejected, dtype_id, pointwise_inputs, separable_inputs
+from _helpers import (DTYPES, LANES, assert_bitwise_equal, assert_rejected, depthwise_inputs, dtype_id,
+                      pointwise_inputs, separable_inputs)
 
 pytestmark = pytest.mark.usefixtures("simd_level")
 
@@ -48,6 +49,53 @@ def test_pointwise_variants(rng, dtype):
     assert_bitwise_equal(conv(x, flush_denormals=True), dwcy.pointwise_conv2d(x, weight, flush_denormals=True))
 
 
+DEPTHWISE_CASES = [  # (depthwise_inputs keywords, depthwise_conv2d keywords)
+    (dict(), dict(padding="same", activation="relu6")),
+    (dict(h=20, w=19, c=144), dict(stride=2, padding="same", activation="relu6")),  # blocks at a phase
+    (dict(h=12, w=15, c=160, kh=5), dict(padding=2)),
+    (dict(c=6, multiplier=2, kh=3, kw=5), dict(padding=((1, 2), (3, 0)), dilation=(2, 1), activation="relu")),
+    (dict(c=33, bias=False, multiplier=None), dict(stride=(1, 2))),
+]
+
+
+def _at_offset(values, elements):
+    """A copy of ``values`` starting ``elements`` elements past a 64-byte boundary."""
+    buffer = np.empty(values.size + 64, values.dtype)
+    start = (-buffer.ctypes.data // values.itemsize) % (64 // values.itemsize) + elements
+    placed = buffer[start:start + values.size].reshape(values.shape)
+    placed[...] = values
+    return placed
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", range(len(DEPTHWISE_CASES)))
+def test_depthwise_equals_the_function(rng, dtype, case):
+    inputs, options = DEPTHWISE_CASES[case]
+    x, weight, bias = depthwise_inputs(rng, dtype, scale=3, **inputs)
+    conv = dwcy.Depthwise(weight, bias, **options)
+    expected = dwcy.depthwise_conv2d(x, weight, bias, **options, num_threads=1)
+    for threads in (1, 2, 3):
+        assert_bitwise_equal(conv(x, num_threads=threads), expected, f"{threads} threads")
+    assert_bitwise_equal(conv(x.astype(x.dtype.newbyteorder(">"))), expected, "big-endian x (the full way)")
+    out = np.full(expected.shape, np.nan, dtype)
+    assert conv(x, out=out) is out
+    assert_bitwise_equal(out, expected, "out=")
+    # Inputs at every place in a cache line: the weights packed for each phase, once.
+    for offset in range(LANES[dtype]):
+        assert_bitwise_equal(conv(_at_offset(x, offset)), expected, f"x {offset} elements into a line")
+    y = x[:, 1:, :-2]  # another size
+    assert_bitwise_equal(conv(y), dwcy.depthwise_conv2d(y, weight, bias, **options))
+
+
+def test_depthwise_nan_weights_propagate(rng):
+    """A NaN weight times the zero padding is NaN, with the weights packed ahead as per call."""
+    x, weight, bias = depthwise_inputs(rng, np.dtype(np.float32), c=20)
+    weight[0, 0, 3] = np.nan
+    conv = dwcy.Depthwise(weight, bias, padding="same")
+    assert_bitwise_equal(conv(x), dwcy.depthwise_conv2d(x, weight, bias, padding="same"))
+    assert np.isnan(conv(x)[:, 0, :, 3]).all()
+
+
 SEPARABLE_CASES = [  # (separable_inputs keywords, separable_conv2d keywords)
     (dict(), dict(padding="same", depthwise_activation="relu6", activation="relu")),
     (dict(h=17, w=16, c=24, cout=40), dict(stride=2, padding="same", depthwise_activation="relu6")),
@@ -72,6 +120,8 @@ def test_separable_equals_the_function(rng, dtype, case):
     out = np.full(expected.shape, np.nan, dtype)
     assert block(x, out=out) is out
     assert_bitwise_equal(out, expected, "out=")
+    for offset in (1, LANES[dtype] // 2):  # the depthwise weights packed at other phases
+        assert_bitwise_equal(block(_at_offset(x, offset)), expected, f"x {offset} elements into a line")
     # Another image size: padding "same" and the output size follow each input.
     y = x[:, 1:, :-2]
     assert_bitwise_equal(block(y), dwcy.separable_conv2d(y, **arrays, **options))
@@ -124,6 +174,21 @@ def test_pointwise_errors(rng):
         dwcy.Pointwise(weight.astype(np.int32))
     with pytest.raises(ValueError, match="activation"):
         dwcy.Pointwise(weight, activation="gelu")
+
+
+def test_depthwise_errors(rng):
+    x, weight, bias = depthwise_inputs(rng, np.dtype(np.float32))
+    conv = dwcy.Depthwise(weight, bias, stride=2)
+    assert_rejected(conv, TypeError, "dtype", x.astype(np.float64))
+    assert_rejected(conv, ValueError, "input channels", x[..., :-1])
+    assert_rejected(conv, ValueError, "out must have shape", x, out=np.zeros((1, 1, 1, 1), np.float32))
+    with pytest.raises(ValueError, match="weight must be"):
+        dwcy.Depthwise(weight[0, 0])
+    with pytest.raises(ValueError, match="dilation"):
+        dwcy.Depthwise(weight, dilation=-1)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        dwcy.Depthwise(weight, bias[:-1])
+    assert "Depthwise(3x3 of 5 channels" in repr(conv)
 
 
 def test_separable_errors(rng):

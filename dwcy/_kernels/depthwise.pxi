@@ -96,6 +96,14 @@ cdef extern from "microkernels.h" nogil:
                              int nc, int activation) noexcept
 
 
+ctypedef struct DwPacked:
+    # Depthwise weights and bias packed ahead (_dw_pack_weights), for calls whose input has this phase
+    # (_dw_phase): kernels.pxi's Prepared keeps one per phase its calls met.
+    const void *weights     # float or double, _dw_packed_size elements
+    Py_ssize_t phase
+    bint finite             # are the weights all finite (_all_finite)
+
+
 ctypedef struct DwRow:
     # One output row's view of its input: what every tile call of the row shares.
     const void *x           # the first valid tap row, column 0, channel 0 (float or double)
@@ -629,9 +637,10 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
 
 
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
-                 const DwGeometry *g, int num_threads, bint flush=False) noexcept nogil:
+                 const DwGeometry *g, int num_threads, bint flush=False, const DwPacked *packed=NULL) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then).
     ``flush``: subnormal inputs and results are zero (FTZ and DAZ) in every thread, for this call only.
+    ``packed``: the weights packed ahead, at the phase of x (else NULL), which all threads then read.
 
     Each thread packs the weights and bias of the channel blocks it runs into a copy of its own
     (_dw_pack_groups), at the phase that aligns the loads of x (_dw_phase): no serial prologue, no wait for
@@ -643,14 +652,16 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
     cdef int threads = _threads_for(num_threads, g.n * g.oh,
                                     <double>g.n * g.oh * row_size * g.kh * g.kw * DWCY_DW_MADD_COST)
     cdef DwWork work
-    work.finite = _all_finite(weight, g.kh * g.kw * g.c * g.m)
     work.phase = _dw_phase(x, g)
+    work.packed = packed.weights if packed != NULL else NULL
+    work.finite = packed.finite if packed != NULL else _all_finite(weight, g.kh * g.kw * g.c * g.m)
     _dw_split(g, _lanes(x), sizeof(floating), threads, work.finite, &work.band_rows, &work.groups)
     work.bands = (g.oh + work.band_rows - 1) // work.band_rows  # per image
     cdef Py_ssize_t items = g.n * work.bands * work.groups
     threads = <int>min(threads, items)
-    # Per thread: its packed weights, then its expansion buffer (multiplier), 64-byte aligned.
-    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x), work.phase)
+    # Per thread: its packed weights (unless packed ahead), then its expansion buffer (multiplier), 64-byte
+    # aligned.
+    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x), work.phase) if packed == NULL else 0
     cdef Py_ssize_t per_thread = pack_size + _dw_expand_size(g, sizeof(floating))
     cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
     if buffers == NULL:
@@ -675,23 +686,26 @@ ctypedef struct DwWork:
     Py_ssize_t groups             # groups of channel blocks
     bint finite                   # are the weights all finite (_dw_band)
     Py_ssize_t phase              # of the channel blocks (_dw_phase)
+    const void *packed            # the weights packed ahead at that phase, or NULL: each thread packs its own
 
 
 cdef void _dw_items(const floating *x, const floating *weight, const floating *bias, floating *y,
                     const DwGeometry *g, const DwWork *work, floating *buffer, Py_ssize_t pack_size,
                     Py_ssize_t first, Py_ssize_t end, bint flush) noexcept nogil:
     """Work items [first, end), in one thread: the blocks they read packed into ``buffer`` first (pack_size
-    elements); the rest of ``buffer`` is the expansion buffer (multiplier)."""
+    elements; none when work.packed has them); the rest of ``buffer`` is the expansion buffer (multiplier)."""
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
     cdef Py_ssize_t item, band, n, oh0
+    cdef const floating *wpack = <const floating *>work.packed if work.packed != NULL else buffer
     if first >= end:
         return
-    _dw_pack_groups(weight, bias, g, work.phase, buffer, work.groups, first, end)
+    if work.packed == NULL:
+        _dw_pack_groups(weight, bias, g, work.phase, buffer, work.groups, first, end)
     cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for item in range(first, end):
         band = item // work.groups
         n = band // work.bands
         oh0 = (band - n * work.bands) * work.band_rows
-        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), buffer, y + (n * g.oh + oh0) * row_size,
+        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), wpack, y + (n * g.oh + oh0) * row_size,
                  buffer + pack_size, work.finite, work.phase, item % work.groups, work.groups)
     dwcy_fpu_exit(flush, fpu)

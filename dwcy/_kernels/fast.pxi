@@ -103,8 +103,10 @@ cdef object _pointwise_shape(Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_
     return (n, h, w, cout)
 
 
-def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, bint flush, out=None):
-    """dwcy.depthwise_conv2d for plainly valid arguments, or None (see the top of this file)."""
+def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, bint flush, out=None,
+                   Prepared prepared=None):
+    """dwcy.depthwise_conv2d for plainly valid arguments, or None (see the top of this file); ``prepared``:
+    of this weight and bias (dwcy.Depthwise)."""
     cdef int t = _fast_type(x)
     cdef int threads = _fast_threads(num_threads)
     cdef int act = _fast_activation(activation)
@@ -117,7 +119,7 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
         out = _fast_out(out, geometry.out_shape, t, x.dtype, (x, weight, bias))
         if out is None:
             return None
-    return depthwise(x, weight, bias, out, geometry, act, threads, flush)
+    return depthwise(x, weight, bias, out, geometry, act, threads, flush, prepared)
 
 
 def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=None, Prepared prepared=None):
@@ -142,7 +144,7 @@ def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=Non
 def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, dilation, dw_activation,
                    activation, num_threads, bint flush, out=None, Prepared prepared=None):
     """dwcy.separable_conv2d for plainly valid arguments (pointwise weight (C*M, Cout)), or None; ``prepared``:
-    of pw_weight and pw_bias (dwcy.Separable)."""
+    of these weights and biases (dwcy.Separable)."""
     cdef int t = _fast_type(x)
     cdef int threads = _fast_threads(num_threads)
     cdef int dw_act = _fast_activation(dw_activation), act = _fast_activation(activation)

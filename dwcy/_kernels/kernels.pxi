@@ -32,15 +32,17 @@ cdef DwGeometry _geometry(object geometry, int activation) except *:
 
 
 cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, object geometry,
-                int activation, int num_threads, bint flush=False):
+                int activation, int num_threads, bint flush=False, Prepared prepared=None):
     """Depthwise convolution into ``out`` (N, OH, OW, C*M), or (out None) into a new array, which it
     returns; geometry is a dwcy._args.DepthwiseGeometry.
 
     A new array starts on a 64-byte boundary (aligned_empty), or as far into a cache line as x when the
     kernels read x at a phase (depthwise.pxi's _dw_phase), so that their stores are aligned as their loads
     are (1.15-1.28x on MobileNetV2's layers of 144 channels or more, from NumPy's arrays, than with the
-    loads alone aligned)."""
+    loads alone aligned). ``prepared``: of this weight and bias (prepare), whose packed weights it reads."""
     cdef DwGeometry g = _geometry(geometry, activation)
+    cdef DwPacked ahead
+    cdef const DwPacked *packed = _dw_packed(prepared, x, &g, &ahead)
     cdef Py_ssize_t phase
     if out is None:
         if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
@@ -55,51 +57,91 @@ cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, obje
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
-            rc = _dw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, &g, num_threads, flush)
+            rc = _dw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, &g, num_threads, flush,
+                         packed)
     else:
         with nogil:
-            rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads, flush)
+            rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads,
+                         flush, packed)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
     return out
 
 
 cdef class Prepared:
-    """Pointwise weights packed once for this level's tiles: a plan of kernels.pxd (c_api.pxi), freed with this
-    object. Made by prepare from the weight and bias that the calls given it pass too (dwcy.Pointwise and
-    dwcy.Separable keep both); read-only, so calls in many threads may share one."""
-    cdef Plan *plan
+    """Weights packed once for this level's tiles, freed with this object: a pointwise stage's (a plan of
+    kernels.pxd, c_api.pxi) and a depthwise stage's (packed at each phase of the inputs its calls meet,
+    _dw_phase, when a call first meets it). Made by prepare from the weights and biases that the calls given
+    it pass too (dwcy.Pointwise, dwcy.Depthwise and dwcy.Separable keep both); calls in many threads may
+    share one (a phase's weights are packed with the GIL held)."""
+    cdef Plan *plan                 # the pointwise stage, or NULL
+    cdef object dw_weight, dw_bias  # the depthwise stage's arrays (KH, KW, C[, M]) and (C*M,), or None
+    cdef void *dw_packed[16]        # by phase (< the lanes of a vector, 16 at most), or NULL: not yet packed
+    cdef int dw_finite              # are the depthwise weights all finite (_all_finite)
 
     def __dealloc__(self):
         if self.plan != NULL:
             plan_free(self.plan)
+        for i in range(16):
+            dwcy_free64(self.dw_packed[i])
 
 
-cdef Prepared _prepared(Plan *plan):
-    if plan == NULL:
-        raise MemoryError("dwcy: out of memory for the packed weights")
+def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None):
+    """A Prepared of pointwise weights (Cin, Cout) and bias (Cout,) or None (weight None: no pointwise stage),
+    and of depthwise weights (KH, KW, C) or (KH, KW, C, M) and bias (C*M,) or None (dw_weight None: no
+    depthwise stage): for pointwise, depthwise or separable(..., prepared=)."""
     cdef Prepared prepared = Prepared.__new__(Prepared)
-    prepared.plan = plan
+    prepared.dw_weight, prepared.dw_bias = dw_weight, dw_bias
+    if weight is None:
+        return prepared
+    cdef void *wp = _data(weight)
+    cdef void *bp = _data(bias)
+    if cnp.PyArray_TYPE(weight) == cnp.NPY_FLOAT:
+        prepared.plan = _pointwise_plan(<const float *>wp, <const float *>bp, weight.shape[0], weight.shape[1])
+    else:
+        prepared.plan = _pointwise_plan(<const double *>wp, <const double *>bp, weight.shape[0], weight.shape[1])
+    if prepared.plan == NULL:
+        raise MemoryError("dwcy: out of memory for the packed weights")
     return prepared
 
 
 cdef const GemmWeights *_packed(Prepared prepared) except? NULL:
-    """The packed weights of ``prepared``, or NULL for None."""
+    """The packed pointwise weights of ``prepared``, or NULL for None."""
     if prepared is None:
         return NULL
     if prepared.plan == NULL:
-        raise ValueError("dwcy: a Prepared not made by prepare()")
+        raise ValueError("dwcy: this Prepared has no pointwise weights")
     return &prepared.plan.pointwise
 
 
-def prepare(cnp.ndarray weight, object bias):
-    """A Prepared of pointwise weights (Cin, Cout) and bias (Cout,) or None: of a pointwise layer, for
-    pointwise(..., prepared=), or of a separable block's pointwise stage, for separable(..., prepared=)."""
-    cdef void *wp = _data(weight)
-    cdef void *bp = _data(bias)
-    if cnp.PyArray_TYPE(weight) == cnp.NPY_FLOAT:
-        return _prepared(_pointwise_plan(<const float *>wp, <const float *>bp, weight.shape[0], weight.shape[1]))
-    return _prepared(_pointwise_plan(<const double *>wp, <const double *>bp, weight.shape[0], weight.shape[1]))
+cdef const DwPacked *_dw_packed(Prepared prepared, cnp.ndarray x, const DwGeometry *g,
+                                DwPacked *packed) except? NULL:
+    """The depthwise weights of ``prepared`` packed at the phase of x (_dw_phase), packed now if no call met
+    that phase before (into ``packed``); NULL for None or a Prepared without a depthwise stage."""
+    if prepared is None or prepared.dw_weight is None:
+        return NULL
+    cdef bint single = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
+    cdef Py_ssize_t phase = (_dw_phase(<const float *>cnp.PyArray_DATA(x), g) if single
+                             else _dw_phase(<const double *>cnp.PyArray_DATA(x), g))
+    cdef void *wp = _data(prepared.dw_weight)
+    cdef void *bp = _data(prepared.dw_bias)
+    cdef void *buffer
+    if prepared.dw_packed[phase] == NULL:
+        buffer = dwcy_malloc64(_dw_packed_size(g, DWCY_LANES_F32 if single else DWCY_LANES_F64, phase)
+                               * cnp.PyArray_ITEMSIZE(x))
+        if buffer == NULL:
+            raise MemoryError("dwcy: out of memory for the packed weights")
+        if single:
+            _dw_pack_weights(<const float *>wp, <const float *>bp, g, phase, <float *>buffer)
+            prepared.dw_finite = _all_finite(<const float *>wp, g.kh * g.kw * g.c * g.m)
+        else:
+            _dw_pack_weights(<const double *>wp, <const double *>bp, g, phase, <double *>buffer)
+            prepared.dw_finite = _all_finite(<const double *>wp, g.kh * g.kw * g.c * g.m)
+        prepared.dw_packed[phase] = buffer
+    packed.weights = prepared.dw_packed[phase]
+    packed.phase = phase
+    packed.finite = prepared.dw_finite
+    return packed
 
 
 cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out, int activation, int num_threads,
@@ -136,7 +178,7 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
               cnp.ndarray out, object geometry, int dw_activation, int activation, int num_threads,
               bint flush=False, Prepared prepared=None):
     """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout), the
-    pointwise panels packed for this call or taken from ``prepared`` (prepare of pw_weight and pw_bias)."""
+    weights packed for this call or taken from ``prepared`` (prepare of these weights and biases)."""
     cdef DwGeometry g = _geometry(geometry, dw_activation)
     cdef Py_ssize_t cout = pw_weight.shape[1]
     cdef void *xp = _data(x)
@@ -146,12 +188,14 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
     cdef void *pbp = _data(pw_bias)
     cdef void *yp = _data(out)
     cdef const GemmWeights *gw = _packed(prepared)
+    cdef DwPacked ahead
+    cdef const DwPacked *dw_packed = _dw_packed(prepared, x, &g, &ahead)
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
             if gw != NULL:
                 rc = _sep_run_packed(<const float *>xp, <const float *>dwp, <const float *>dbp, gw, <float *>yp,
-                                     &g, activation, num_threads, flush)
+                                     &g, activation, num_threads, flush, dw_packed)
             else:
                 rc = _sep_run(<const float *>xp, <const float *>dwp, <const float *>dbp, <const float *>pwp,
                               <const float *>pbp, <float *>yp, &g, cout, activation, num_threads, flush)
@@ -159,7 +203,7 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
         with nogil:
             if gw != NULL:
                 rc = _sep_run_packed(<const double *>xp, <const double *>dwp, <const double *>dbp, gw,
-                                     <double *>yp, &g, activation, num_threads, flush)
+                                     <double *>yp, &g, activation, num_threads, flush, dw_packed)
             else:
                 rc = _sep_run(<const double *>xp, <const double *>dwp, <const double *>dbp, <const double *>pwp,
                               <const double *>pbp, <double *>yp, &g, cout, activation, num_threads, flush)

@@ -89,14 +89,14 @@ cdef int _sep_run(const floating *x, const floating *dw_weight, const floating *
 
 cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const floating *dw_bias,
                          const GemmWeights *gw, floating *y, const DwGeometry *g, int activation, int num_threads,
-                         bint flush=False) noexcept nogil:
+                         bint flush=False, const DwPacked *dw_packed_ahead=NULL) noexcept nogil:
     """The separable block with the pointwise weights packed (_gemm_pack); the depthwise ones are packed
-    here, once, at the phase of x (_dw_phase). 0, or -1 out of memory. ``flush``: FTZ/DAZ in every thread,
-    for this call only."""
+    here, once, at the phase of x (_dw_phase), or were (``dw_packed_ahead``, at that phase). 0, or -1 out of
+    memory. ``flush``: FTZ/DAZ in every thread, for this call only."""
     cdef Py_ssize_t k = g.c * g.m
     cdef Py_ssize_t band_rows
     if not _sep_fuses(g, gw.n, sizeof(floating), num_threads, &band_rows):
-        return _sep_run_unfused(x, dw_weight, dw_bias, gw, y, g, activation, num_threads, flush)
+        return _sep_run_unfused(x, dw_weight, dw_bias, gw, y, g, activation, num_threads, flush, dw_packed_ahead)
     cdef int threads
     cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
     cdef Py_ssize_t items = g.n * bands
@@ -106,16 +106,22 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const flo
     # depthwise tiles' stores to be as aligned as their loads (_dw_phase).
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t phase = _dw_phase(x, g)
-    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes, phase)
+    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes, phase) if dw_packed_ahead == NULL else 0
     cdef Py_ssize_t band_size = _round_up(phase + band_rows * g.ow * k, lanes)
     cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g, sizeof(floating))
-    cdef floating *dw_packed = <floating *>dwcy_malloc64((dw_size + threads * per_thread) * sizeof(floating))
-    if dw_packed == NULL:
+    cdef floating *block = <floating *>dwcy_malloc64((dw_size + threads * per_thread) * sizeof(floating))
+    if block == NULL:
         return -1
-    _dw_pack_weights(dw_weight, dw_bias, g, phase, dw_packed)
-    cdef floating *buffers = dw_packed + dw_size
+    cdef const floating *dw_packed = block
+    cdef bint finite
+    if dw_packed_ahead == NULL:
+        _dw_pack_weights(dw_weight, dw_bias, g, phase, block)
+        finite = _all_finite(dw_weight, g.kh * g.kw * k)
+    else:
+        dw_packed = <const floating *>dw_packed_ahead.weights
+        finite = dw_packed_ahead.finite
+    cdef floating *buffers = block + dw_size
     cdef floating *mine = NULL
-    cdef bint finite = _all_finite(dw_weight, g.kh * g.kw * k)
     cdef int tid = 0
     if threads == 1:  # in the caller's thread, no OpenMP region
         _sep_bands(x, g, dw_packed, phase, gw, y, band_rows, bands, 0, items, activation, buffers + phase,
@@ -126,16 +132,17 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const flo
             mine = buffers + tid * per_thread
             _sep_bands(x, g, dw_packed, phase, gw, y, band_rows, bands, _share(items, threads, tid),
                        _share(items, threads, tid + 1), activation, mine + phase, mine + band_size, finite, flush)
-    dwcy_free64(dw_packed)
+    dwcy_free64(block)
     return 0
 
 
 cdef int _sep_run_unfused(const floating *x, const floating *dw_weight, const floating *dw_bias,
                           const GemmWeights *gw, floating *y, const DwGeometry *g, int activation, int num_threads,
-                          bint flush) noexcept nogil:
+                          bint flush, const DwPacked *dw_packed_ahead=NULL) noexcept nogil:
     """Depthwise into a temporary, then pointwise from it (see the top of this file for when)."""
     cdef floating *block = NULL
-    cdef floating *mid = _sep_depthwise_alone(x, dw_weight, dw_bias, g, num_threads, flush, &block)
+    cdef floating *mid = _sep_depthwise_alone(x, dw_weight, dw_bias, g, num_threads, flush, &block,
+                                              dw_packed_ahead)
     cdef int rc = -1 if mid == NULL else _pw_run_packed(gw, mid, y, g.n * g.oh * g.ow, activation, num_threads,
                                                          flush)
     dwcy_free64(block)
@@ -143,8 +150,8 @@ cdef int _sep_run_unfused(const floating *x, const floating *dw_weight, const fl
 
 
 cdef floating *_sep_depthwise_alone(const floating *x, const floating *dw_weight, const floating *dw_bias,
-                                    const DwGeometry *g, int num_threads, bint flush,
-                                    floating **block) noexcept nogil:
+                                    const DwGeometry *g, int num_threads, bint flush, floating **block,
+                                    const DwPacked *dw_packed_ahead=NULL) noexcept nogil:
     """The unfused depthwise stage into a new temporary (N, OH, OW, C*M), which it returns, or NULL when memory
     runs out; ``*block`` is the allocation to free (dwcy_free64), NULL or not. The temporary starts as far into
     a cache line as x, so that the depthwise tiles' stores are aligned as their loads are (_dw_phase)."""
@@ -152,4 +159,4 @@ cdef floating *_sep_depthwise_alone(const floating *x, const floating *dw_weight
     if block[0] == NULL:
         return NULL
     cdef floating *mid = block[0] + _dw_phase(x, g)
-    return mid if _dw_run(x, dw_weight, dw_bias, mid, g, num_threads, flush) == 0 else NULL
+    return mid if _dw_run(x, dw_weight, dw_bias, mid, g, num_threads, flush, dw_packed_ahead) == 0 else NULL
