@@ -80,10 +80,11 @@ cdef class Prepared:
     cdef int dw_finite              # are the depthwise weights all finite (_all_finite)
 
     def __dealloc__(self):
+        cdef int phase
         if self.plan != NULL:
             plan_free(self.plan)
-        for i in range(16):
-            dwcy_free64(self.dw_packed[i])
+        for phase in range(16):
+            dwcy_free64(self.dw_packed[phase])
 
 
 def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None):
