@@ -195,7 +195,44 @@ def _separable_recipes(rng):
     return dwcy.separable_conv2d, recipes
 
 
-RECIPES = {"depthwise": _depthwise_recipes, "pointwise": _pointwise_recipes, "separable": _separable_recipes}
+def _make_and_call(kind, weights, options, inputs):
+    """A prepared convolution made, called on each input and dropped: its packed weights are freed with it."""
+    conv = kind(*weights, **options)
+    for x in inputs:
+        conv(x)
+
+
+def _prepared_recipes(rng):
+    """dwcy.Depthwise, Pointwise and Separable, each made at every call and called on inputs at several places
+    in a cache line (a depthwise stage packs its weights for each); and some that raise."""
+    recipes = []
+    for i in range(24):
+        dtype = (np.float32, np.float64)[i % 2]
+        c = (5, 17, 160)[i % 3]  # 160: channel blocks at a phase
+        buffer = rng.standard_normal(2 * 6 * 7 * c + 16).astype(dtype)
+        inputs = [buffer[k:k + 2 * 6 * 7 * c].reshape(2, 6, 7, c) for k in (0, 1, 4)]
+        dw = rng.standard_normal((3, 3, c)).astype(dtype)
+        pw = rng.standard_normal((c, 19)).astype(dtype)
+        bias = rng.standard_normal(c).astype(dtype)
+        options = dict(padding=("same", 1, "valid")[i % 3], activation=dwcy.ACTIVATIONS[i % 4])
+        kind = (dwcy.Depthwise, dwcy.Pointwise, dwcy.Separable)[i % 3]
+        if kind is dwcy.Depthwise:
+            recipes.append(((kind, (dw, bias), dict(options, stride=(1, 2)[i % 2]), inputs), {}, None))
+        elif kind is dwcy.Pointwise:
+            recipes.append(((kind, (pw, None), dict(activation=options["activation"]), inputs), {}, None))
+        else:
+            recipes.append(((kind, (dw, pw, bias), options, inputs), {}, None))
+    x = rng.standard_normal((1, 6, 6, 4)).astype(np.float32)
+    dw, pw = rng.standard_normal((3, 3, 4)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
+    for args in [(dwcy.Depthwise, (dw[0],), {}, [x]), (dwcy.Depthwise, (dw,), {}, [x.astype(np.float64)]),
+                 (dwcy.Pointwise, (pw,), dict(activation="gelu"), [x]), (dwcy.Pointwise, (pw,), {}, [x[..., :3]]),
+                 (dwcy.Separable, (dw, pw[:3]), {}, [x]), (dwcy.Separable, (dw, pw), {}, [x[:, :1, :1]])]:
+        recipes.append((args, {}, REJECTED))
+    return _make_and_call, recipes
+
+
+RECIPES = {"depthwise": _depthwise_recipes, "pointwise": _pointwise_recipes, "separable": _separable_recipes,
+           "prepared": _prepared_recipes}
 
 
 def _call(function, recipe):
