@@ -8,9 +8,11 @@ Per layer: kernels 5x5 and 7x7, a 3x3 kernel with dilation 2, a channel multipli
 channel tail), each against the plain 3x3 layer, all stride 1, 'same' padding, bias, ReLU6, float32, on arrays as
 NumPy allocates them. A variant and its base are timed in alternating blocks (the median of each); the ratio is
 the variant's time per output element over the base's (a multiplier of 2 has twice the output elements, and
-C + 5 has C + 5 per pixel). Every call writes into an output array of its own made once (``out=``): with a new
-output per call, the allocator's history (which earlier sizes it kept mapped) moved a ratio by up to 2.5x from
-one run to the next (page faults of a fresh mapping cost more than the 14x14x576 layer itself). Run it with the Python of an environment where dwcy is installed (not with ``python
+C + 5 has C + 5 per pixel). Every call writes into an output array of its own, made once by a first call
+(``out=``, placed in its cache line as dwcy places a new output): with a new output per call, the allocator's
+history (which earlier sizes it kept mapped) moved a ratio by up to 2.5x from one run to the next (page faults
+of a fresh mapping cost more than the 14x14x576 layer itself), and with ``np.empty`` outputs where the pages of
+output and input happened to lie. Run it with the Python of an environment where dwcy is installed (not with ``python
 -m`` from the source root, which would import the uncompiled tree).
 """
 
@@ -40,11 +42,11 @@ def layer_call(rng, size, channels, kernel=3, dilation=1, multiplier=1, extra=0)
     weight_shape = (kernel, kernel, c) if multiplier == 1 else (kernel, kernel, c, multiplier)
     weight = rng.standard_normal(weight_shape, dtype=np.float32)
     bias = rng.standard_normal(c * multiplier, dtype=np.float32)
-    out = np.empty((1, size, size, c * multiplier), dtype=np.float32)
+    keywords = dict(padding="same", dilation=dilation, activation="relu6", num_threads=1)
+    out = dwcy.depthwise_conv2d(x, weight, bias, **keywords)  # where dwcy puts an output (_dw_phase)
 
     def call():
-        return dwcy.depthwise_conv2d(x, weight, bias, padding="same", dilation=dilation, activation="relu6",
-                                     num_threads=1, out=out)
+        return dwcy.depthwise_conv2d(x, weight, bias, out=out, **keywords)
 
     call.arrays = (x, weight, bias)
     return call, size * size * c * multiplier

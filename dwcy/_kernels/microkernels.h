@@ -41,6 +41,9 @@
  * DWCY_DW_ALIGN_MIN_BLOCKS
  *                  depthwise: channel blocks a layer needs for its tiles to start their blocks on the
  *                  input's 64-byte boundaries, a partial block ahead (depthwise.pxi's _dw_phase); 0: never
+ * DWCY_DW_DUP2     depthwise, channel multiplier 2, kernels 3 wide of stride 1 or 2: 1 when the tiles read the
+ *                  input itself, each loaded vector permuted into the two output vectors of its channels (the
+ *                  _dup2 tiles), instead of a copy with each channel twice (DWCY_DW_EXPAND_BYTES); 0: the copy
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
  * DWCY_GEMM_MR1    pointwise: rows of the one-vector tile, which runs MR rows as groups of this many (the
@@ -84,6 +87,7 @@
 #define DWCY_DW_NARROW_PIXELS 7
 #define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + up to 7 x 2 weights + 2 inputs of 32 */
 #define DWCY_DW_ALIGN_MIN_BLOCKS 8 /* 2 (C = 32) ran 0.75x, 6 (C = 96) 1.00x, 9 or more 1.1-1.3x */
+#define DWCY_DW_DUP2 1
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #define DWCY_GEMM_MR1 7
 #elif defined(__AVX2__)
@@ -92,6 +96,7 @@
 #define DWCY_DW_NARROW_PIXELS 0
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0 /* masked loads and stores are loops of lanes */
+#define DWCY_DW_DUP2 0
 #define DWCY_GEMM_MR 3   /* 3 x 2 x 2 ymm accumulators + 4 for the weights of 16 ymm */
 #define DWCY_GEMM_MR1 3
 #elif defined(__SSE2__) || defined(__aarch64__)
@@ -100,6 +105,7 @@
 #define DWCY_DW_NARROW_PIXELS 0
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0
+#define DWCY_DW_DUP2 0
 #define DWCY_GEMM_MR 1
 #define DWCY_GEMM_MR1 1
 #else
@@ -108,6 +114,7 @@
 #define DWCY_DW_NARROW_PIXELS 0
 #define DWCY_DW_FIXED_VECTORS 1
 #define DWCY_DW_ALIGN_MIN_BLOCKS 0
+#define DWCY_DW_DUP2 0
 #define DWCY_GEMM_MR 1
 #define DWCY_GEMM_MR1 1
 #endif
@@ -371,6 +378,33 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
 /* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
 #define DWCY_LOAD_WHOLE(T, v, dst, src) memcpy(&(dst), (src), sizeof(dst))
 #define DWCY_LOAD_MASKED(T, v, dst, src) dwcy_load_##T(&(dst), (src), mask[v])
+#if DWCY_DW_DUP2
+/* Multiplier 2 from the input itself: the lanes inmask of the input vector at the first vector's source hold
+ * the channels of both output vectors, each channel twice over: its lower half (0, 0, 1, 1, ...) is vector 0,
+ * its upper half vector 1. */
+#define DWCY_LOAD_DUP2(T, v, dst, src)                                                                       \
+    do {                                                                                                     \
+        if ((v) == 0) dwcy_load_##T(&xin, (src), inmask);                                                    \
+        (dst) = (v) == 0 ? dwcy_dup_lo_##T(xin) : dwcy_dup_hi_##T(xin);                                      \
+    } while (0)
+static inline dwcy_vf32 dwcy_dup_lo_float(dwcy_vf32 v)
+{
+    return (dwcy_vf32)_mm512_permutexvar_ps(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), (__m512)v);
+}
+static inline dwcy_vf32 dwcy_dup_hi_float(dwcy_vf32 v)
+{
+    return (dwcy_vf32)_mm512_permutexvar_ps(_mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8,
+                                                             8), (__m512)v);
+}
+static inline dwcy_vf64 dwcy_dup_lo_double(dwcy_vf64 v)
+{
+    return (dwcy_vf64)_mm512_permutexvar_pd(_mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0), (__m512d)v);
+}
+static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
+{
+    return (dwcy_vf64)_mm512_permutexvar_pd(_mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4), (__m512d)v);
+}
+#endif
 #define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, SKIP, LOAD)                                           \
     {                                                                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
@@ -389,9 +423,13 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
     }
 /* The tile NAME (whole vectors: lo = 0, hi = LANES) and NAME_masked (any lo, hi), of one body. */
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, 0)                                       \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, 1)
-#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED)                              \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_MASKED)                     \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, 1, DWCY_LOAD_MASKED)
+/* NAME_dup2: multiplier 2, x the input at the channels of the first output vector, lanes [0, hi) of the last
+ * stored (masked loads and stores: lo = 0). */
+#define DWCY_DEFINE_DW_TILE_DUP2(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                            \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, 1, DWCY_LOAD_DUP2)
+#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED, MASKED_LOAD)                 \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
                             const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int lo, int hi, int activation) \
@@ -402,7 +440,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
         unsigned mask[NVEC];                                                                               \
         DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                         \
             mask[v] = (v == 0 ? ~DWCY_LANES_BELOW(lo) : ~0u) & (v == NVEC - 1 ? DWCY_LANES_BELOW(hi) : ~0u); \
-        (void)mask;                                                                                        \
+        /* (the _dup2 tiles: the input lanes of the output lanes [0, hi) of the last vector) */             \
+        const unsigned inmask = DWCY_LANES_BELOW((NVEC - 1) * lanes / 2 + (hi + 1) / 2);                   \
+        V xin;                                                                                             \
+        (void)mask, (void)inmask, (void)xin;                                                               \
         DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
             memcpy(&xv[v], bias + v * lanes, sizeof(V));                                                   \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p][v] = xv[v];                                  \
@@ -412,10 +453,10 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
         const int interior = q_lo == 0 && q_hi == DWCY_DW_SPAN(NPIX, KW, SW, DW);                          \
         if (!whole && interior)                                                                            \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_MASKED)                   \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, MASKED_LOAD)                        \
         else if (!whole)                                                                                   \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), DWCY_LOAD_MASKED) \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), MASKED_LOAD)  \
         else if (interior)                                                                                 \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_WHOLE)                    \
@@ -506,7 +547,8 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1x2, T, V, DWCY_DW_PIXELS, 2, 7, 1, 1)                     \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2, T, V, DWCY_DW_PIXELS, 1, 3, 1, 2)                     \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 2)                     \
-    DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)
+    DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                   \
+    DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)
 /* The narrower tiles of the 3-wide kernels (DWCY_DW_NARROW_PIXELS): k3s1n, k3s2n. */
 #if DWCY_DW_NARROW_PIXELS
 #define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                \
@@ -517,13 +559,28 @@ DWCY_DEFINE_DW_TAIL(double)
 #else
 #define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)
 #endif
+/* The multiplier-2 tiles of the 3-wide kernels (DWCY_DW_DUP2), of both widths: k3s1_dup2, ..., k3s2nx2_dup2. */
+#if DWCY_DW_DUP2
+#define DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)                                                                  \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1, 1)                         \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 1)                       \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2, 1)                         \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2, 1)                       \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 1, 1)                 \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 1, 1)               \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 2, 1)                 \
+    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 2, 1)
+#else
+#define DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)
+#endif
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
 /*
  * Rows whose kernel width and stride have a fixed-width tile (depthwise.pxi's _row_tile picks the kind), and
- * the tile of a kind of 1 or 2 vectors, of DWCY_DW_PIXELS pixels or (narrow) DWCY_DW_NARROW_PIXELS:
- * dwcy_dw_<dtype>_fixed(kind, vectors, narrow, <the tile's arguments>).
+ * the tile of a kind of 1 or 2 vectors, of DWCY_DW_PIXELS pixels or (narrow) DWCY_DW_NARROW_PIXELS, reading an
+ * input of a multiplier of 2 itself (dup2) or not: dwcy_dw_<dtype>_fixed(kind, vectors, narrow, dup2,
+ * <the tile's arguments>).
  */
 typedef enum {
     DWCY_ROW_GENERAL, DWCY_ROW_K3S1, DWCY_ROW_K3S2, DWCY_ROW_K5S1, DWCY_ROW_K7S1, DWCY_ROW_K3S1D2
@@ -538,25 +595,42 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
-/* The row kinds with narrow tiles (TILE##n): those the dispatcher below gives a DWCY_DW_FIXED_CASE_NARROW. */
+/* The row kinds with narrow tiles (TILE##n) and multiplier-2 tiles (TILE##_dup2): those the dispatcher below
+ * gives a DWCY_DW_FIXED_CASE_NARROW. */
 static inline int dwcy_dw_has_narrow(dwcy_row_tile kind)
 {
     return DWCY_DW_NARROW_PIXELS > 0 && (kind == DWCY_ROW_K3S1 || kind == DWCY_ROW_K3S2);
 }
+static inline int dwcy_dw_has_dup2(dwcy_row_tile kind)
+{
+    return DWCY_DW_DUP2 && (kind == DWCY_ROW_K3S1 || kind == DWCY_ROW_K3S2);
+}
 /* A row kind's case: its tiles, and those of its narrow tiles (TILE##n) where it has them. */
 #define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
     case KIND: DWCY_DW_FIXED_CALL(TILE); break;
+#if DWCY_DW_DUP2
+#define DWCY_DW_DUP2_CALL(TILE)                                                                               \
+    do {                                                                                                      \
+        if (two) TILE##x2_dup2(DWCY_DW_FIXED_ARGS);                                                           \
+        else TILE##_dup2(DWCY_DW_FIXED_ARGS);                                                                 \
+    } while (0)
+#else
+#define DWCY_DW_DUP2_CALL(TILE) do { } while (0)
+#endif
 #if DWCY_DW_NARROW_PIXELS
 #define DWCY_DW_FIXED_CASE_NARROW(KIND, TILE)                                                                  \
     case KIND:                                                                                                \
-        if (narrow) DWCY_DW_FIXED_CALL(TILE##n);                                                              \
+        if (dup2 && narrow) DWCY_DW_DUP2_CALL(TILE##n);                                                       \
+        else if (dup2) DWCY_DW_DUP2_CALL(TILE);                                                               \
+        else if (narrow) DWCY_DW_FIXED_CALL(TILE##n);                                                         \
         else DWCY_DW_FIXED_CALL(TILE);                                                                        \
         break;
 #else
 #define DWCY_DW_FIXED_CASE_NARROW(KIND, TILE) DWCY_DW_FIXED_CASE(KIND, TILE)
 #endif
 #define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
-    static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, int narrow, const T *x,      \
+    static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, int narrow, int dup2,       \
+                                                const T *x,                                                   \
                                                 ptrdiff_t row_step,                                           \
                                                 ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi,        \
                                                 const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step,     \
@@ -564,7 +638,7 @@ static inline int dwcy_dw_has_narrow(dwcy_row_tile kind)
                                                 int lo, int hi, int activation)                               \
     {                                                                                                         \
         const int two = vectors == 2, whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                \
-        (void)narrow;                                                                                         \
+        (void)narrow, (void)dup2;                                                                             \
         switch (kind) {                                                                                       \
             DWCY_DW_FIXED_CASE_NARROW(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                 \
             DWCY_DW_FIXED_CASE_NARROW(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                 \
