@@ -537,10 +537,7 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_4x1, T, V, 4, 1)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x4, T, V, 1, 4)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x1, T, V, 1, 1)                                                    \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 1)                      \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2, 1)                      \
+    DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_FIXED, SUFFIX, T, V, DWCY_DW_PIXELS, )                         \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1, T, V, DWCY_DW_PIXELS, 1, 5, 1, 1)                        \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1x2, T, V, DWCY_DW_PIXELS, 2, 5, 1, 1)                      \
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1, T, V, DWCY_DW_PIXELS, 1, 7, 1, 1)                        \
@@ -549,27 +546,25 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 2)                     \
     DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                   \
     DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)
+/* The tiles of the 3-wide kernels of stride 1 and 2, of one and two vectors, made by DEFINE (their NAME):
+ * k3s1W, k3s1Wx2, k3s2W, k3s2Wx2 (W: nothing, or n for the narrower ones). */
+#define DWCY_DEFINE_DW_K3_TILES(DEFINE, SUFFIX, T, V, NPIX, W)                                                  \
+    DEFINE(dwcy_dw_##SUFFIX##_k3s1##W, T, V, NPIX, 1, 3, 1, 1)                                                  \
+    DEFINE(dwcy_dw_##SUFFIX##_k3s1##W##x2, T, V, NPIX, 2, 3, 1, 1)                                              \
+    DEFINE(dwcy_dw_##SUFFIX##_k3s2##W, T, V, NPIX, 1, 3, 2, 1)                                                  \
+    DEFINE(dwcy_dw_##SUFFIX##_k3s2##W##x2, T, V, NPIX, 2, 3, 2, 1)
 /* The narrower tiles of the 3-wide kernels (DWCY_DW_NARROW_PIXELS): k3s1n, k3s2n. */
 #if DWCY_DW_NARROW_PIXELS
 #define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 1, 1)                \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 1, 1)              \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 2, 1)                \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s2nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 2, 1)
+    DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_FIXED, SUFFIX, T, V, DWCY_DW_NARROW_PIXELS, n)
 #else
 #define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)
 #endif
 /* The multiplier-2 tiles of the 3-wide kernels (DWCY_DW_DUP2), of both widths: k3s1_dup2, ..., k3s2nx2_dup2. */
 #if DWCY_DW_DUP2
 #define DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)                                                                  \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1, T, V, DWCY_DW_PIXELS, 1, 3, 1, 1)                         \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 1)                       \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2, T, V, DWCY_DW_PIXELS, 1, 3, 2, 1)                         \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2x2, T, V, DWCY_DW_PIXELS, 2, 3, 2, 1)                       \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 1, 1)                 \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s1nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 1, 1)               \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2n, T, V, DWCY_DW_NARROW_PIXELS, 1, 3, 2, 1)                 \
-    DWCY_DEFINE_DW_TILE_DUP2(dwcy_dw_##SUFFIX##_k3s2nx2, T, V, DWCY_DW_NARROW_PIXELS, 2, 3, 2, 1)
+    DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_DUP2, SUFFIX, T, V, DWCY_DW_PIXELS, )                          \
+    DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_DUP2, SUFFIX, T, V, DWCY_DW_NARROW_PIXELS, n)
 #else
 #define DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)
 #endif
