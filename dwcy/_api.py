@@ -44,14 +44,22 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     -------
     ndarray, shape (N, OH, OW, C*M), the dtype of x
     """
+    return _depthwise(_kernels, None, x, weight, bias, stride, padding, dilation, activation, out, num_threads,
+                      flush_denormals)
+
+
+def _depthwise(kernels, prepared, x, weight, bias, stride, padding, dilation, activation, out, num_threads,
+               flush_denormals):
+    """depthwise_conv2d with a kernel module (the level) and, from a Depthwise, its prepared weights (or None)."""
     # The common call, validated in C (dwcy/_kernels/fast.pxi); None: the full way.
-    y = _kernels.depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads,
-                                flush_denormals, out)
+    y = kernels.depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, flush_denormals,
+                               out, prepared)
     if y is not None:
         return y
     threads = _threads(num_threads)
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
-    return _kernels.depthwise(a.x, a.weight, a.bias, a.out, a.geometry, a.activation, threads, flush_denormals)
+    return kernels.depthwise(a.x, a.weight, a.bias, a.out, a.geometry, a.activation, threads, flush_denormals,
+                             prepared)
 
 
 def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_threads=None, flush_denormals=False):
@@ -78,13 +86,18 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_thr
     -------
     ndarray, shape (N, H, W, Cout), the dtype of x
     """
-    y = _kernels.pointwise_fast(x, weight, bias, activation, num_threads, flush_denormals, out)
+    return _pointwise(_kernels, None, x, weight, bias, activation, out, num_threads, flush_denormals)
+
+
+def _pointwise(kernels, prepared, x, weight, bias, activation, out, num_threads, flush_denormals):
+    """pointwise_conv2d with a kernel module (the level) and, from a Pointwise, its prepared weights (or None)."""
+    y = kernels.pointwise_fast(x, weight, bias, activation, num_threads, flush_denormals, out, prepared)
     if y is not None:
         return y
     threads = _threads(num_threads)
     a = _args.pointwise(x, weight, bias, activation, out)
-    y = _kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
-    _kernels.pointwise(a.x, a.weight, a.bias, y, a.activation, threads, flush_denormals)
+    y = kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
+    kernels.pointwise(a.x, a.weight, a.bias, y, a.activation, threads, flush_denormals, prepared)
     return y
 
 
@@ -117,17 +130,25 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None,
     -------
     ndarray, shape (N, OH, OW, Cout), the dtype of x
     """
-    y = _kernels.separable_fast(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
-                                padding, dilation, depthwise_activation, activation, num_threads, flush_denormals, out)
+    return _separable(_kernels, None, x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
+                      padding, dilation, depthwise_activation, activation, out, num_threads, flush_denormals)
+
+
+def _separable(kernels, prepared, x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
+               padding, dilation, depthwise_activation, activation, out, num_threads, flush_denormals):
+    """separable_conv2d with a kernel module (the level) and, from a Separable, its prepared weights (or None)."""
+    y = kernels.separable_fast(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
+                               padding, dilation, depthwise_activation, activation, num_threads, flush_denormals, out,
+                               prepared)
     if y is not None:
         return y
     threads = _threads(num_threads)
     a = _args.separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding,
                         dilation, depthwise_activation, activation, out, num_threads)
     dw = a.depthwise
-    y = _kernels.aligned_empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
-    _kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
-                       dw.activation, a.activation, threads, flush_denormals)
+    y = kernels.aligned_empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
+    kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
+                      dw.activation, a.activation, threads, flush_denormals, prepared)
     return y
 
 
@@ -176,15 +197,8 @@ class Pointwise:
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The convolution of x (N, H, W, Cin), of the weight's dtype; ``out``, ``num_threads`` and
         ``flush_denormals`` as in :func:`pointwise_conv2d`. Returns (N, H, W, Cout)."""
-        y = self._kernels.pointwise_fast(x, self.weight, self.bias, self.activation, num_threads, flush_denormals,
-                                         out, self._prepared)
-        if y is not None:
-            return y
-        threads = _threads(num_threads)
-        a = _args.pointwise(x, self.weight, self.bias, self.activation, out)
-        y = self._kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
-        self._kernels.pointwise(a.x, a.weight, a.bias, y, a.activation, threads, flush_denormals, self._prepared)
-        return y
+        return _pointwise(self._kernels, self._prepared, x, self.weight, self.bias, self.activation, out,
+                          num_threads, flush_denormals)
 
     def __repr__(self):
         return (f"dwcy.Pointwise({self.weight.shape[0]} -> {self.weight.shape[1]}, {self.weight.dtype}, "
@@ -230,15 +244,8 @@ class Depthwise:
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The convolution of x (N, H, W, C), of the weight's dtype; ``out``, ``num_threads`` and
         ``flush_denormals`` as in :func:`depthwise_conv2d`. Returns (N, OH, OW, C*M)."""
-        y = self._kernels.depthwise_fast(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                         self.activation, num_threads, flush_denormals, out, self._prepared)
-        if y is not None:
-            return y
-        threads = _threads(num_threads)
-        a = _args.depthwise(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.activation,
-                            out)
-        return self._kernels.depthwise(a.x, a.weight, a.bias, a.out, a.geometry, a.activation, threads,
-                                       flush_denormals, self._prepared)
+        return _depthwise(self._kernels, self._prepared, x, self.weight, self.bias, self.stride, self.padding,
+                          self.dilation, self.activation, out, num_threads, flush_denormals)
 
     def __repr__(self):
         kh, kw, c = self.weight.shape[:3]
@@ -283,21 +290,9 @@ class Separable:
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The block on x (N, H, W, C), of the weights' dtype; ``out``, ``num_threads`` and ``flush_denormals``
         as in :func:`separable_conv2d`. Returns (N, OH, OW, Cout)."""
-        y = self._kernels.separable_fast(x, self.depthwise_weight, self.pointwise_weight, self.depthwise_bias,
-                                         self.pointwise_bias, self.stride, self.padding, self.dilation,
-                                         self.depthwise_activation, self.activation, num_threads, flush_denormals,
-                                         out, self._prepared)
-        if y is not None:
-            return y
-        threads = _threads(num_threads)
-        a = _args.separable(x, self.depthwise_weight, self.pointwise_weight, self.depthwise_bias,
-                            self.pointwise_bias, self.stride, self.padding, self.dilation, self.depthwise_activation,
-                            self.activation, out, num_threads)
-        dw = a.depthwise
-        y = self._kernels.aligned_empty(a.out_shape, dw.x.dtype) if a.out is None else a.out
-        self._kernels.separable(dw.x, dw.weight, dw.bias, a.pointwise_weight, a.pointwise_bias, y, dw.geometry,
-                                dw.activation, a.activation, threads, flush_denormals, self._prepared)
-        return y
+        return _separable(self._kernels, self._prepared, x, self.depthwise_weight, self.pointwise_weight,
+                          self.depthwise_bias, self.pointwise_bias, self.stride, self.padding, self.dilation,
+                          self.depthwise_activation, self.activation, out, num_threads, flush_denormals)
 
     def __repr__(self):
         kh, kw, c = self.depthwise_weight.shape[:3]

@@ -616,6 +616,16 @@ cdef inline void _dw_pack_blocks(const floating *weight, const floating *bias, c
              <floating *>_dw_packed_bias(packed, g, phase), b0, b1)
 
 
+cdef void _dw_pack_ahead(const floating *weight, const floating *bias, const DwGeometry *g, Py_ssize_t phase,
+                         floating *buffer, DwPacked *packed) noexcept nogil:
+    """Pack weight and bias at this phase into ``buffer`` (_dw_packed_size elements) and describe them, with the
+    weights' finiteness, in ``packed``: what _dw_run and _sep_run_packed read instead of packing their own."""
+    _dw_pack_weights(weight, bias, g, phase, buffer)
+    packed.weights = buffer
+    packed.phase = phase
+    packed.finite = _all_finite(weight, g.kh * g.kw * g.c * g.m)
+
+
 cdef void _dw_pack_groups(const floating *weight, const floating *bias, const DwGeometry *g, Py_ssize_t phase,
                           floating *packed, Py_ssize_t groups, Py_ssize_t first, Py_ssize_t end) noexcept nogil:
     """Pack into ``packed`` the channel blocks that work items [first, end) read (_dw_split): those of

@@ -41,8 +41,7 @@ cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, obje
     are (1.15-1.28x on MobileNetV2's layers of 144 channels or more, from NumPy's arrays, than with the
     loads alone aligned). ``prepared``: of this weight and bias (prepare), whose packed weights it reads."""
     cdef DwGeometry g = _geometry(geometry, activation)
-    cdef DwPacked ahead
-    cdef const DwPacked *packed = _dw_packed(prepared, x, &g, &ahead)
+    cdef const DwPacked *packed = _dw_packed(prepared, x, &g)
     cdef Py_ssize_t phase
     if out is None:
         if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
@@ -76,15 +75,14 @@ cdef class Prepared:
     share one (a phase's weights are packed with the GIL held)."""
     cdef Plan *plan                 # the pointwise stage, or NULL
     cdef object dw_weight, dw_bias  # the depthwise stage's arrays (KH, KW, C[, M]) and (C*M,), or None
-    cdef void *dw_packed[16]        # by phase (< the lanes of a vector, 16 at most), or NULL: not yet packed
-    cdef int dw_finite              # are the depthwise weights all finite (_all_finite)
+    cdef DwPacked dw_packed[16]     # by phase (< the lanes of a vector, 16 at most); weights NULL: not yet packed
 
     def __dealloc__(self):
         cdef int phase
         if self.plan != NULL:
             plan_free(self.plan)
         for phase in range(16):
-            dwcy_free64(self.dw_packed[phase])
+            dwcy_free64(<void *>self.dw_packed[phase].weights)
 
 
 def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None):
@@ -115,33 +113,27 @@ cdef const GemmWeights *_packed(Prepared prepared) except? NULL:
     return &prepared.plan.pointwise
 
 
-cdef const DwPacked *_dw_packed(Prepared prepared, cnp.ndarray x, const DwGeometry *g,
-                                DwPacked *packed) except? NULL:
+cdef const DwPacked *_dw_packed(Prepared prepared, cnp.ndarray x, const DwGeometry *g) except? NULL:
     """The depthwise weights of ``prepared`` packed at the phase of x (_dw_phase), packed now if no call met
-    that phase before (into ``packed``); NULL for None or a Prepared without a depthwise stage."""
+    that phase before; NULL for None or a Prepared without a depthwise stage."""
     if prepared is None or prepared.dw_weight is None:
         return NULL
     cdef bint single = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
     cdef Py_ssize_t phase = (_dw_phase(<const float *>cnp.PyArray_DATA(x), g) if single
                              else _dw_phase(<const double *>cnp.PyArray_DATA(x), g))
+    cdef DwPacked *packed = &prepared.dw_packed[phase]
     cdef void *wp = _data(prepared.dw_weight)
     cdef void *bp = _data(prepared.dw_bias)
     cdef void *buffer
-    if prepared.dw_packed[phase] == NULL:
+    if packed.weights == NULL:
         buffer = dwcy_malloc64(_dw_packed_size(g, DWCY_LANES_F32 if single else DWCY_LANES_F64, phase)
                                * cnp.PyArray_ITEMSIZE(x))
         if buffer == NULL:
             raise MemoryError("dwcy: out of memory for the packed weights")
         if single:
-            _dw_pack_weights(<const float *>wp, <const float *>bp, g, phase, <float *>buffer)
-            prepared.dw_finite = _all_finite(<const float *>wp, g.kh * g.kw * g.c * g.m)
+            _dw_pack_ahead(<const float *>wp, <const float *>bp, g, phase, <float *>buffer, packed)
         else:
-            _dw_pack_weights(<const double *>wp, <const double *>bp, g, phase, <double *>buffer)
-            prepared.dw_finite = _all_finite(<const double *>wp, g.kh * g.kw * g.c * g.m)
-        prepared.dw_packed[phase] = buffer
-    packed.weights = prepared.dw_packed[phase]
-    packed.phase = phase
-    packed.finite = prepared.dw_finite
+            _dw_pack_ahead(<const double *>wp, <const double *>bp, g, phase, <double *>buffer, packed)
     return packed
 
 
@@ -189,8 +181,7 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
     cdef void *pbp = _data(pw_bias)
     cdef void *yp = _data(out)
     cdef const GemmWeights *gw = _packed(prepared)
-    cdef DwPacked ahead
-    cdef const DwPacked *dw_packed = _dw_packed(prepared, x, &g, &ahead)
+    cdef const DwPacked *dw_packed = _dw_packed(prepared, x, &g)
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:

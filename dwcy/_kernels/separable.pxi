@@ -112,14 +112,12 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const flo
     cdef floating *block = <floating *>dwcy_malloc64((dw_size + threads * per_thread) * sizeof(floating))
     if block == NULL:
         return -1
-    cdef const floating *dw_packed = block
-    cdef bint finite
+    cdef DwPacked own
     if dw_packed_ahead == NULL:
-        _dw_pack_weights(dw_weight, dw_bias, g, phase, block)
-        finite = _all_finite(dw_weight, g.kh * g.kw * k)
-    else:
-        dw_packed = <const floating *>dw_packed_ahead.weights
-        finite = dw_packed_ahead.finite
+        _dw_pack_ahead(dw_weight, dw_bias, g, phase, block, &own)
+        dw_packed_ahead = &own
+    cdef const floating *dw_packed = <const floating *>dw_packed_ahead.weights
+    cdef bint finite = dw_packed_ahead.finite
     cdef floating *buffers = block + dw_size
     cdef floating *mine = NULL
     cdef int tid = 0
