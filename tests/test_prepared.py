@@ -155,6 +155,42 @@ def test_threads_share_one(rng):
         assert_bitwise_equal(result, expected)
 
 
+def _prepared_and_function(rng, kind, options):
+    """A Depthwise or a Separable (``kind``) made with ``options``, and the function it equals, of x alone."""
+    dtype = np.dtype(np.float32)
+    if kind == "depthwise":
+        _, weight, bias = depthwise_inputs(rng, dtype, c=40)
+        return (dwcy.Depthwise(weight, bias, **options),
+                lambda x: dwcy.depthwise_conv2d(x, weight, bias, **options))
+    arrays = separable_inputs(rng, dtype, c=40)
+    del arrays["x"]
+    return dwcy.Separable(**arrays, **options), lambda x: dwcy.separable_conv2d(x, **arrays, **options)
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "separable"])
+def test_threads_share_one_across_input_shapes(rng, kind):
+    """A prepared depthwise stage keeps the geometry of the last input shape it met; calls on other shapes,
+    in many threads at once, each get their own."""
+    conv, function = _prepared_and_function(rng, kind, dict(stride=2, padding="same"))
+    inputs = [rng.standard_normal(shape).astype(np.float32)
+              for shape in [(2, 20, 20, 40), (2, 19, 20, 40), (1, 20, 17, 40), (3, 8, 9, 40)]]
+    expected = [function(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: (i % 4, conv(inputs[i % 4], num_threads=1 + i % 2)), range(64)))
+    for i, result in results:
+        assert_bitwise_equal(result, expected[i], f"input {inputs[i].shape}")
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "separable"])
+def test_options_of_other_forms(rng, kind):
+    """NumPy integers and lists as options: the calls take the full way, which converts them."""
+    conv, function = _prepared_and_function(rng, kind, dict(stride=np.int64(2), padding=[1, 2], dilation=(1, 2)))
+    x = rng.standard_normal((2, 12, 13, 40)).astype(np.float32)
+    expected = function(x)
+    assert_bitwise_equal(conv(x), expected)
+    assert_bitwise_equal(conv(x), expected, "again")
+
+
 def test_pointwise_errors(rng):
     x, weight, bias = pointwise_inputs(rng, np.dtype(np.float32))
     conv = dwcy.Pointwise(weight, bias)

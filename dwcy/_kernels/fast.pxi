@@ -162,3 +162,73 @@ def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, d
     if y is not None:
         separable(x, dw_weight, dw_bias, pw_weight, pw_bias, y, geometry, dw_act, act, threads, flush, prepared)
     return y
+
+
+# The calls of dwcy.Depthwise and dwcy.Separable: their weights, options and activations are in a Prepared
+# (checked when it was made), and so is the geometry of the last input shape a call met; a call checks x,
+# out and num_threads, and computes a geometry only for a new input shape.
+
+cdef tuple _prepared_geometry(Prepared prepared, cnp.ndarray x, DwGeometry *g):
+    """The output shape of ``prepared``'s call on x, and its depthwise geometry into *g; None when the full way
+    must decide (an error, an option of an unusual form)."""
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp *last = prepared.x_dims
+    if not (dims[0] == last[0] and dims[1] == last[1] and dims[2] == last[2] and dims[3] == last[3]):
+        if not _remember_geometry(prepared, x):
+            return None
+    # Both read with no Python code run in between: no other thread can change them meanwhile.
+    g[0] = prepared.g
+    return prepared.out_shape
+
+
+cdef bint _remember_geometry(Prepared prepared, cnp.ndarray x) except -1:
+    """Keep the geometry and output shape of x's shape in ``prepared``; False when the full way must decide."""
+    stride, padding, dilation = prepared.options
+    if not (_plain_argument(stride) and _plain_argument(padding) and _plain_argument(dilation)):
+        return False
+    try:
+        geometry = _cached_geometry((<object>x).shape, prepared.dw_weight.shape, stride, padding, dilation, "weight")
+    except (TypeError, ValueError, OverflowError):
+        return False
+    out_shape = geometry.out_shape
+    if prepared.plan != NULL:
+        out_shape = _pointwise_shape(geometry.n, geometry.out_h, geometry.out_w, prepared.plan.pointwise.n)
+        if out_shape is None:
+            return False
+    prepared.g = _geometry(geometry, prepared.dw_activation)
+    prepared.out_shape = out_shape
+    memcpy(prepared.x_dims, cnp.PyArray_DIMS(x), 4 * sizeof(cnp.npy_intp))
+    return True
+
+
+def depthwise_prepared(Prepared prepared, x, out, num_threads, bint flush):
+    """dwcy.Depthwise's call on plainly valid arguments (x, out, num_threads), or None: the full way then."""
+    cdef int t = _fast_type(x)
+    cdef int threads = _fast_threads(num_threads)
+    cdef DwGeometry g
+    if t < 0 or threads < 0 or not _plain(x, t, 4) or not _plain(prepared.dw_weight, t, prepared.dw_weight.ndim):
+        return None
+    shape = _prepared_geometry(prepared, x, &g)
+    if shape is None:
+        return None
+    if out is not None:  # (None: _depthwise_into allocates it)
+        out = _fast_out(out, shape, t, x.dtype, (x, prepared.dw_weight, prepared.dw_bias))
+        if out is None:
+            return None
+    return _depthwise_into(x, prepared.dw_weight, prepared.dw_bias, out, &g, threads, flush, prepared)
+
+
+def separable_prepared(Prepared prepared, x, out, num_threads, bint flush):
+    """dwcy.Separable's call on plainly valid arguments (x, out, num_threads), or None: the full way then."""
+    cdef int t = _fast_type(x)
+    cdef int threads = _fast_threads(num_threads)
+    cdef DwGeometry g
+    if t < 0 or threads < 0 or not _plain(x, t, 4) or not _plain(prepared.dw_weight, t, prepared.dw_weight.ndim):
+        return None
+    shape = _prepared_geometry(prepared, x, &g)
+    y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, prepared.dw_weight, prepared.weight,
+                                                                     prepared.dw_bias, prepared.bias))
+    if y is not None:
+        _separable_into(x, prepared.dw_weight, prepared.dw_bias, prepared.weight, prepared.bias, y, &g,
+                        prepared.activation, threads, flush, prepared)
+    return y

@@ -34,21 +34,30 @@ cdef DwGeometry _geometry(object geometry, int activation) except *:
 cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, object geometry,
                 int activation, int num_threads, bint flush=False, Prepared prepared=None):
     """Depthwise convolution into ``out`` (N, OH, OW, C*M), or (out None) into a new array, which it
-    returns; geometry is a dwcy._args.DepthwiseGeometry.
+    returns; geometry is a dwcy._args.DepthwiseGeometry. ``prepared``: of this weight and bias (prepare),
+    whose packed weights it reads."""
+    cdef DwGeometry g = _geometry(geometry, activation)
+    return _depthwise_into(x, weight, bias, out, &g, num_threads, flush, prepared)
+
+
+cdef object _depthwise_into(cnp.ndarray x, cnp.ndarray weight, object bias, object out, const DwGeometry *g,
+                            int num_threads, bint flush, Prepared prepared):
+    """depthwise with the geometry as the C struct.
 
     A new array starts on a 64-byte boundary (aligned_empty), or as far into a cache line as x when the
     kernels read x at a phase (depthwise.pxi's _dw_phase), so that their stores are aligned as their loads
     are (1.15-1.28x on MobileNetV2's layers of 144 channels or more, from NumPy's arrays, than with the
-    loads alone aligned). ``prepared``: of this weight and bias (prepare), whose packed weights it reads."""
-    cdef DwGeometry g = _geometry(geometry, activation)
-    cdef const DwPacked *packed = _dw_packed(prepared, x, &g)
+    loads alone aligned)."""
+    cdef const DwPacked *packed = _dw_packed(prepared, x, g)
     cdef Py_ssize_t phase
+    cdef cnp.npy_intp dims[4]
     if out is None:
         if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-            phase = _dw_phase(<const float *>cnp.PyArray_DATA(x), &g)
+            phase = _dw_phase(<const float *>cnp.PyArray_DATA(x), g)
         else:
-            phase = _dw_phase(<const double *>cnp.PyArray_DATA(x), &g)
-        out = aligned_empty((g.n, g.oh, g.ow, g.c * g.m), x.dtype, phase * cnp.PyArray_ITEMSIZE(x))
+            phase = _dw_phase(<const double *>cnp.PyArray_DATA(x), g)
+        dims[0], dims[1], dims[2], dims[3] = g.n, g.oh, g.ow, g.c * g.m
+        out = _aligned_new(4, dims, <cnp.dtype>cnp.PyArray_DESCR(x), phase * cnp.PyArray_ITEMSIZE(x))
     cdef void *xp = _data(x)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
@@ -56,11 +65,11 @@ cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, obje
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
-            rc = _dw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, &g, num_threads, flush,
+            rc = _dw_run(<const float *>xp, <const float *>wp, <const float *>bp, <float *>yp, g, num_threads, flush,
                          packed)
     else:
         with nogil:
-            rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, &g, num_threads,
+            rc = _dw_run(<const double *>xp, <const double *>wp, <const double *>bp, <double *>yp, g, num_threads,
                          flush, packed)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
@@ -72,10 +81,20 @@ cdef class Prepared:
     kernels.pxd, c_api.pxi) and a depthwise stage's (packed at each phase of the inputs its calls meet,
     _dw_phase, when a call first meets it). Made by prepare from the weights and biases that the calls given
     it pass too (dwcy.Pointwise, dwcy.Depthwise and dwcy.Separable keep both); calls in many threads may
-    share one (a phase's weights are packed with the GIL held)."""
+    share one (a phase's weights are packed, and a new input shape's geometry kept, with the GIL held).
+
+    For the calls of dwcy.Depthwise and dwcy.Separable (fast.pxi's depthwise_prepared and
+    separable_prepared) it also keeps their options, and the geometry of the last input shape a call met:
+    most calls repeat it."""
     cdef Plan *plan                 # the pointwise stage, or NULL
+    cdef object weight, bias        # its arrays (Cin, Cout) and (Cout,), or None
     cdef object dw_weight, dw_bias  # the depthwise stage's arrays (KH, KW, C[, M]) and (C*M,), or None
     cdef DwPacked dw_packed[16]     # by phase (< the lanes of a vector, 16 at most); weights NULL: not yet packed
+    cdef tuple options              # the depthwise stage's (stride, padding, dilation)
+    cdef int dw_activation, activation  # the stages' activation codes
+    cdef cnp.npy_intp x_dims[4]     # the last input shape met (zeros: none yet), of which these are
+    cdef DwGeometry g               # the depthwise geometry (dw_activation in it)
+    cdef tuple out_shape            # and the output shape
 
     def __dealloc__(self):
         cdef int phase
@@ -85,12 +104,19 @@ cdef class Prepared:
             dwcy_free64(<void *>self.dw_packed[phase].weights)
 
 
-def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None):
+def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None, *, stride=1,
+            padding="valid", dilation=1, dw_activation=None, activation=None):
     """A Prepared of pointwise weights (Cin, Cout) and bias (Cout,) or None (weight None: no pointwise stage),
     and of depthwise weights (KH, KW, C) or (KH, KW, C, M) and bias (C*M,) or None (dw_weight None: no
-    depthwise stage): for pointwise, depthwise or separable(..., prepared=)."""
+    depthwise stage): for pointwise, depthwise or separable(..., prepared=). The depthwise stage's stride,
+    padding, dilation and activation, and the pointwise stage's activation (valid names), are those of the
+    calls of depthwise_prepared and separable_prepared."""
     cdef Prepared prepared = Prepared.__new__(Prepared)
+    prepared.weight, prepared.bias = weight, bias
     prepared.dw_weight, prepared.dw_bias = dw_weight, dw_bias
+    prepared.options = (stride, padding, dilation)
+    prepared.dw_activation = _args.activation_code(dw_activation)
+    prepared.activation = _args.activation_code(activation)
     if weight is None:
         return prepared
     cdef void *wp = _data(weight)
@@ -173,6 +199,13 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
     """Fused depthwise (geometry, dw_activation) then pointwise (activation) into out (N, OH, OW, Cout), the
     weights packed for this call or taken from ``prepared`` (prepare of these weights and biases)."""
     cdef DwGeometry g = _geometry(geometry, dw_activation)
+    _separable_into(x, dw_weight, dw_bias, pw_weight, pw_bias, out, &g, activation, num_threads, flush, prepared)
+
+
+cdef int _separable_into(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight,
+                         object pw_bias, cnp.ndarray out, const DwGeometry *g, int activation, int num_threads,
+                         bint flush, Prepared prepared) except -1:
+    """separable with the depthwise geometry as the C struct."""
     cdef Py_ssize_t cout = pw_weight.shape[1]
     cdef void *xp = _data(x)
     cdef void *dwp = _data(dw_weight)
@@ -181,26 +214,27 @@ def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray 
     cdef void *pbp = _data(pw_bias)
     cdef void *yp = _data(out)
     cdef const GemmWeights *gw = _packed(prepared)
-    cdef const DwPacked *dw_packed = _dw_packed(prepared, x, &g)
+    cdef const DwPacked *dw_packed = _dw_packed(prepared, x, g)
     cdef int rc
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
         with nogil:
             if gw != NULL:
                 rc = _sep_run_packed(<const float *>xp, <const float *>dwp, <const float *>dbp, gw, <float *>yp,
-                                     &g, activation, num_threads, flush, dw_packed)
+                                     g, activation, num_threads, flush, dw_packed)
             else:
                 rc = _sep_run(<const float *>xp, <const float *>dwp, <const float *>dbp, <const float *>pwp,
-                              <const float *>pbp, <float *>yp, &g, cout, activation, num_threads, flush)
+                              <const float *>pbp, <float *>yp, g, cout, activation, num_threads, flush)
     else:
         with nogil:
             if gw != NULL:
                 rc = _sep_run_packed(<const double *>xp, <const double *>dwp, <const double *>dbp, gw,
-                                     <double *>yp, &g, activation, num_threads, flush, dw_packed)
+                                     <double *>yp, g, activation, num_threads, flush, dw_packed)
             else:
                 rc = _sep_run(<const double *>xp, <const double *>dwp, <const double *>dbp, <const double *>pwp,
-                              <const double *>pbp, <double *>yp, &g, cout, activation, num_threads, flush)
+                              <const double *>pbp, <double *>yp, g, cout, activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights and per-thread buffers")
+    return 0
 
 
 cdef extern from "numpy/arrayobject.h":
@@ -216,13 +250,19 @@ def aligned_empty(tuple shape, cnp.dtype dtype, Py_ssize_t offset=0):
     NumPy's own allocations start 16 bytes past one, which splits every vector load and store of the
     kernels across two cache lines (10-30 % slower). The array is a view of a slightly larger buffer.
     """
-    cdef int ndim = len(shape)
+    cdef int i, ndim = len(shape)
     cdef cnp.npy_intp dims[8]
-    cdef Py_ssize_t i, size = dtype.itemsize
     if ndim > 8:
         raise ValueError("dwcy: at most 8 dimensions")
     for i in range(ndim):
         dims[i] = shape[i]
+    return _aligned_new(ndim, dims, dtype, offset)
+
+
+cdef cnp.ndarray _aligned_new(int ndim, cnp.npy_intp *dims, cnp.dtype dtype, Py_ssize_t offset):
+    """aligned_empty of the shape ``dims[:ndim]``."""
+    cdef Py_ssize_t i, size = dtype.itemsize
+    for i in range(ndim):
         size *= dims[i]
     cdef cnp.npy_intp buf_size = size + 128
     cdef cnp.ndarray buf = cnp.PyArray_EMPTY(1, &buf_size, cnp.NPY_UINT8, 0)
