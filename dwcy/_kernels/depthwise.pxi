@@ -661,6 +661,10 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
     groups[0] = grp
 
 
+cdef enum:
+    DW_STACK_BYTES = 4096  # _dw_run's buffers up to this size are on the stack
+
+
 cdef int _dw_run(const floating *x, const floating *weight, const floating *bias, floating *y,
                  const DwGeometry *g, int num_threads, bint flush=False, const DwPacked *packed=NULL) noexcept nogil:
     """The whole depthwise convolution. Returns 0, or -1 when memory runs out (nothing written then).
@@ -688,9 +692,16 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
     # aligned.
     cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x), work.phase) if packed == NULL else 0
     cdef Py_ssize_t per_thread = pack_size + _dw_expand_size(g, sizeof(floating))
-    cdef floating *buffers = <floating *>dwcy_malloc64(threads * per_thread * sizeof(floating))
-    if buffers == NULL:
-        return -1
+    # Small ones on this thread's stack: a tiny call then allocates nothing (posix_memalign took ~15 % of a
+    # 1x4x4x16 call).
+    cdef size_t buffer_bytes = threads * per_thread * sizeof(floating)
+    cdef char on_stack[DW_STACK_BYTES + 64]
+    cdef bint on_heap = buffer_bytes > DW_STACK_BYTES
+    cdef floating *buffers = <floating *>(on_stack + (64 - <uintptr_t>on_stack % 64) % 64)
+    if on_heap:
+        buffers = <floating *>dwcy_malloc64(buffer_bytes)
+        if buffers == NULL:
+            return -1
     cdef int tid = 0
     cdef floating *mine = NULL
     if threads == 1:  # in the caller's thread, no OpenMP region
@@ -701,7 +712,8 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
             mine = buffers + tid * per_thread
             _dw_items(x, weight, bias, y, g, &work, mine, pack_size, _share(items, threads, tid),
                       _share(items, threads, tid + 1), flush)
-    dwcy_free64(buffers)
+    if on_heap:
+        dwcy_free64(buffers)
     return 0
 
 

@@ -269,7 +269,7 @@ cdef cnp.ndarray _aligned_new(int ndim, cnp.npy_intp *dims, cnp.dtype dtype, Py_
     cdef char *data = <char *>cnp.PyArray_DATA(buf)
     Py_INCREF(dtype)  # PyArray_NewFromDescr steals a reference to the dtype
     cdef cnp.ndarray array = PyArray_NewFromDescr(
-        np.ndarray, dtype, ndim, dims, NULL, data + (64 - <uintptr_t>data % 64) % 64 + offset % 64,
+        cnp.ndarray, dtype, ndim, dims, NULL, data + (64 - <uintptr_t>data % 64) % 64 + offset % 64,
         cnp.NPY_ARRAY_CARRAY, None)
     cnp.set_array_base(array, buf)
     return array
