@@ -65,6 +65,10 @@ PHASED_LAYERS = {
     "3x3": (7, 19, 128, 3, 1, 1), "3x3_stride2": (9, 18, 144, 3, 2, 1), "5x5": (8, 11, 128, 5, 1, 1),
     "7x7": (9, 10, 160, 7, 1, 1), "3x3_dilation2": (9, 12, 128, 3, 1, 2), "3x3_1x1_image": (1, 1, 256, 3, 1, 1),
     "3x3_C32": (6, 9, 32, 3, 1, 1),
+    # Rows that the wide tiles (8 pixels) cover with fewer pixels in vain than the narrow ones (7): the widths
+    # above run the narrow tiles, on AVX-512.
+    "5x5_rows_of_16": (8, 16, 128, 5, 1, 1), "7x7_rows_of_24": (5, 24, 160, 7, 1, 1),
+    "3x3_dilation2_rows_of_16": (9, 16, 128, 3, 1, 2),
 }
 
 

@@ -102,8 +102,11 @@ GUARDED_CASES = {
     "f32_C17_bottom_right_even_kernel": (np.float32, (1, 11, 23, 17), 4, 1, dict(padding="same", stride=2)),
     "f64_C9_bottom_right_same_stride2": (np.float64, (1, 9, 21, 9), 3, 2, dict(padding="same", stride=2)),
     "f32_C17_5x5_dilated": (np.float32, (1, 9, 25, 17), 5, 1, dict(padding="same", dilation=2)),
-    # The 5- and 7-wide tiles of stride 1: pairs of vectors, an odd last block and a masked channel tail.
+    # The 5- and 7-wide tiles of stride 1: pairs of vectors, an odd last block and a masked channel tail; rows
+    # of 21 and 19 run the narrow tiles (7 pixels, AVX-512), rows of 24 and 16 the wide ones.
     "f32_C53_7x7": (np.float32, (1, 9, 21, 53), 7, 1, dict(padding="same")),
+    "f32_C53_7x7_rows_of_24": (np.float32, (1, 9, 24, 53), 7, 1, dict(padding="same")),
+    "f64_C19_5x5_rows_of_16": (np.float64, (1, 7, 16, 19), 5, 1, dict(padding="same")),
     "f32_C33_7x7_image_narrower_than_the_kernel": (np.float32, (1, 3, 4, 33), 7, 1, dict(padding="same")),
     "f64_C19_5x5": (np.float64, (1, 7, 19, 19), 5, 1, dict(padding="same")),
     "f32_C37_3x3_dilation2": (np.float32, (1, 9, 23, 37), 3, 1, dict(padding="same", dilation=2)),

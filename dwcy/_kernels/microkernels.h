@@ -24,7 +24,7 @@
 /*
  * DWCY_DW_PIXELS   depthwise: output pixels per tile (one vector of channels each)
  * DWCY_DW_NARROW_PIXELS
- *                  depthwise, kernels 3 wide of stride 1 or 2: a second, narrower tile width, for rows whose
+ *                  depthwise, the kernels with tiles of their own: a second, narrower tile width, for rows whose
  *                  width it divides with fewer pixels computed in vain (7 for 7, 14, 28: 1/8 fewer); 0: none
  * DWCY_DW_FIXED_VECTORS
  *                  depthwise, kernels 3, 5 or 7 wide with tiles of their own: vectors of channels per tile (1 or 2)
@@ -538,12 +538,7 @@ DWCY_DEFINE_DW_TAIL(double)
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x4, T, V, 1, 4)                                                    \
     DWCY_DEFINE_DW_TILE(dwcy_dw_##SUFFIX##_1x1, T, V, 1, 1)                                                    \
     DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_FIXED, SUFFIX, T, V, DWCY_DW_PIXELS, )                         \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1, T, V, DWCY_DW_PIXELS, 1, 5, 1, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1x2, T, V, DWCY_DW_PIXELS, 2, 5, 1, 1)                      \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1, T, V, DWCY_DW_PIXELS, 1, 7, 1, 1)                        \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1x2, T, V, DWCY_DW_PIXELS, 2, 7, 1, 1)                     \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2, T, V, DWCY_DW_PIXELS, 1, 3, 1, 2)                     \
-    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2x2, T, V, DWCY_DW_PIXELS, 2, 3, 1, 2)                     \
+    DWCY_DEFINE_DW_WIDER_TILES(SUFFIX, T, V, DWCY_DW_PIXELS, )                                                  \
     DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                   \
     DWCY_DEFINE_DW_DUP2_TILES(SUFFIX, T, V)
 /* The tiles of the 3-wide kernels of stride 1 and 2, of one and two vectors, made by DEFINE (their NAME):
@@ -553,10 +548,20 @@ DWCY_DEFINE_DW_TAIL(double)
     DEFINE(dwcy_dw_##SUFFIX##_k3s1##W##x2, T, V, NPIX, 2, 3, 1, 1)                                              \
     DEFINE(dwcy_dw_##SUFFIX##_k3s2##W, T, V, NPIX, 1, 3, 2, 1)                                                  \
     DEFINE(dwcy_dw_##SUFFIX##_k3s2##W##x2, T, V, NPIX, 2, 3, 2, 1)
-/* The narrower tiles of the 3-wide kernels (DWCY_DW_NARROW_PIXELS): k3s1n, k3s2n. */
+/* The tiles of the other fixed kernels (5 and 7 wide, 3 wide of dilation 2; stride 1), of one and two vectors:
+ * k5s1W, k5s1Wx2, k7s1W, k7s1Wx2, k3s1d2W, k3s1d2Wx2. */
+#define DWCY_DEFINE_DW_WIDER_TILES(SUFFIX, T, V, NPIX, W)                                                       \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1##W, T, V, NPIX, 1, 5, 1, 1)                               \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k5s1##W##x2, T, V, NPIX, 2, 5, 1, 1)                           \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1##W, T, V, NPIX, 1, 7, 1, 1)                               \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k7s1##W##x2, T, V, NPIX, 2, 7, 1, 1)                           \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2##W, T, V, NPIX, 1, 3, 1, 2)                             \
+    DWCY_DEFINE_DW_TILE_FIXED(dwcy_dw_##SUFFIX##_k3s1d2##W##x2, T, V, NPIX, 2, 3, 1, 2)
+/* The narrower tiles of every fixed kernel (DWCY_DW_NARROW_PIXELS): k3s1n, k3s2n, k5s1n, k7s1n, k3s1d2n. */
 #if DWCY_DW_NARROW_PIXELS
 #define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)                                                                \
-    DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_FIXED, SUFFIX, T, V, DWCY_DW_NARROW_PIXELS, n)
+    DWCY_DEFINE_DW_K3_TILES(DWCY_DEFINE_DW_TILE_FIXED, SUFFIX, T, V, DWCY_DW_NARROW_PIXELS, n)                 \
+    DWCY_DEFINE_DW_WIDER_TILES(SUFFIX, T, V, DWCY_DW_NARROW_PIXELS, n)
 #else
 #define DWCY_DEFINE_DW_NARROW_TILES(SUFFIX, T, V)
 #endif
@@ -590,19 +595,16 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
-/* The row kinds with narrow tiles (TILE##n) and multiplier-2 tiles (TILE##_dup2): those the dispatcher below
- * gives a DWCY_DW_FIXED_CASE_NARROW. */
+/* Every row kind has narrow tiles (TILE##n) where this level has them; the 3-wide kernels of stride 1 and 2
+ * have multiplier-2 tiles (TILE##_dup2) too: theirs is the dispatcher's DWCY_DW_FIXED_CASE_DUP2. */
 static inline int dwcy_dw_has_narrow(dwcy_row_tile kind)
 {
-    return DWCY_DW_NARROW_PIXELS > 0 && (kind == DWCY_ROW_K3S1 || kind == DWCY_ROW_K3S2);
+    return DWCY_DW_NARROW_PIXELS > 0 && kind != DWCY_ROW_GENERAL;
 }
 static inline int dwcy_dw_has_dup2(dwcy_row_tile kind)
 {
     return DWCY_DW_DUP2 && (kind == DWCY_ROW_K3S1 || kind == DWCY_ROW_K3S2);
 }
-/* A row kind's case: its tiles, and those of its narrow tiles (TILE##n) where it has them. */
-#define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
-    case KIND: DWCY_DW_FIXED_CALL(TILE); break;
 #if DWCY_DW_DUP2
 #define DWCY_DW_DUP2_CALL(TILE)                                                                               \
     do {                                                                                                      \
@@ -612,8 +614,15 @@ static inline int dwcy_dw_has_dup2(dwcy_row_tile kind)
 #else
 #define DWCY_DW_DUP2_CALL(TILE) do { } while (0)
 #endif
+/* A row kind's case: its tiles, narrow ones (TILE##n) where this level has them, and (_DUP2) multiplier-2
+ * ones. */
 #if DWCY_DW_NARROW_PIXELS
-#define DWCY_DW_FIXED_CASE_NARROW(KIND, TILE)                                                                  \
+#define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
+    case KIND:                                                                                                \
+        if (narrow) DWCY_DW_FIXED_CALL(TILE##n);                                                              \
+        else DWCY_DW_FIXED_CALL(TILE);                                                                        \
+        break;
+#define DWCY_DW_FIXED_CASE_DUP2(KIND, TILE)                                                                    \
     case KIND:                                                                                                \
         if (dup2 && narrow) DWCY_DW_DUP2_CALL(TILE##n);                                                       \
         else if (dup2) DWCY_DW_DUP2_CALL(TILE);                                                               \
@@ -621,7 +630,9 @@ static inline int dwcy_dw_has_dup2(dwcy_row_tile kind)
         else DWCY_DW_FIXED_CALL(TILE);                                                                        \
         break;
 #else
-#define DWCY_DW_FIXED_CASE_NARROW(KIND, TILE) DWCY_DW_FIXED_CASE(KIND, TILE)
+#define DWCY_DW_FIXED_CASE(KIND, TILE)                                                                         \
+    case KIND: DWCY_DW_FIXED_CALL(TILE); break;
+#define DWCY_DW_FIXED_CASE_DUP2(KIND, TILE) DWCY_DW_FIXED_CASE(KIND, TILE)
 #endif
 #define DWCY_DEFINE_DW_FIXED(SUFFIX, T)                                                                        \
     static inline void dwcy_dw_##SUFFIX##_fixed(dwcy_row_tile kind, int vectors, int narrow, int dup2,       \
@@ -635,8 +646,8 @@ static inline int dwcy_dw_has_dup2(dwcy_row_tile kind)
         const int two = vectors == 2, whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                \
         (void)narrow, (void)dup2;                                                                             \
         switch (kind) {                                                                                       \
-            DWCY_DW_FIXED_CASE_NARROW(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                 \
-            DWCY_DW_FIXED_CASE_NARROW(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                 \
+            DWCY_DW_FIXED_CASE_DUP2(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                   \
+            DWCY_DW_FIXED_CASE_DUP2(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                   \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K5S1, dwcy_dw_##SUFFIX##_k5s1)                                        \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K7S1, dwcy_dw_##SUFFIX##_k7s1)                                        \
             DWCY_DW_FIXED_CASE(DWCY_ROW_K3S1D2, dwcy_dw_##SUFFIX##_k3s1d2)                                    \
