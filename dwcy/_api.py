@@ -44,18 +44,19 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     -------
     ndarray, shape (N, OH, OW, C*M), the dtype of x
     """
-    return _depthwise(_kernels, None, x, weight, bias, stride, padding, dilation, activation, out, num_threads,
-                      flush_denormals)
-
-
-def _depthwise(kernels, prepared, x, weight, bias, stride, padding, dilation, activation, out, num_threads,
-               flush_denormals):
-    """depthwise_conv2d with a kernel module (the level) and, from a Depthwise, its prepared weights (or None)."""
     # The common call, validated in C (dwcy/_kernels/fast.pxi); None: the full way.
-    y = kernels.depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, flush_denormals,
-                               out, prepared)
-    if y is not None:
-        return y
+    y = _kernels.depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_threads, flush_denormals,
+                                out)
+    if y is None:
+        y = _depthwise_full(_kernels, None, x, weight, bias, stride, padding, dilation, activation, out, num_threads,
+                            flush_denormals)
+    return y
+
+
+def _depthwise_full(kernels, prepared, x, weight, bias, stride, padding, dilation, activation, out, num_threads,
+                    flush_denormals):
+    """depthwise_conv2d the full way (dwcy._args converts or rejects every argument), with a kernel module (the
+    level) and, from a Depthwise, its prepared weights (or None)."""
     threads = _threads(num_threads)
     a = _args.depthwise(x, weight, bias, stride, padding, dilation, activation, out)
     return kernels.depthwise(a.x, a.weight, a.bias, a.out, a.geometry, a.activation, threads, flush_denormals,
@@ -86,14 +87,15 @@ def pointwise_conv2d(x, weight, bias=None, *, activation=None, out=None, num_thr
     -------
     ndarray, shape (N, H, W, Cout), the dtype of x
     """
-    return _pointwise(_kernels, None, x, weight, bias, activation, out, num_threads, flush_denormals)
+    y = _kernels.pointwise_fast(x, weight, bias, activation, num_threads, flush_denormals, out)
+    if y is None:  # the full way
+        y = _pointwise_full(_kernels, None, x, weight, bias, activation, out, num_threads, flush_denormals)
+    return y
 
 
-def _pointwise(kernels, prepared, x, weight, bias, activation, out, num_threads, flush_denormals):
-    """pointwise_conv2d with a kernel module (the level) and, from a Pointwise, its prepared weights (or None)."""
-    y = kernels.pointwise_fast(x, weight, bias, activation, num_threads, flush_denormals, out, prepared)
-    if y is not None:
-        return y
+def _pointwise_full(kernels, prepared, x, weight, bias, activation, out, num_threads, flush_denormals):
+    """pointwise_conv2d the full way, with a kernel module (the level) and, from a Pointwise, its prepared weights
+    (or None)."""
     threads = _threads(num_threads)
     a = _args.pointwise(x, weight, bias, activation, out)
     y = kernels.aligned_empty(a.x.shape[:3] + (a.weight.shape[1],), a.x.dtype) if a.out is None else a.out
@@ -130,18 +132,19 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None,
     -------
     ndarray, shape (N, OH, OW, Cout), the dtype of x
     """
-    return _separable(_kernels, None, x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
-                      padding, dilation, depthwise_activation, activation, out, num_threads, flush_denormals)
+    y = _kernels.separable_fast(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
+                                padding, dilation, depthwise_activation, activation, num_threads, flush_denormals, out)
+    if y is None:  # the full way
+        y = _separable_full(_kernels, None, x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias,
+                            stride, padding, dilation, depthwise_activation, activation, out, num_threads,
+                            flush_denormals)
+    return y
 
 
-def _separable(kernels, prepared, x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
-               padding, dilation, depthwise_activation, activation, out, num_threads, flush_denormals):
-    """separable_conv2d with a kernel module (the level) and, from a Separable, its prepared weights (or None)."""
-    y = kernels.separable_fast(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
-                               padding, dilation, depthwise_activation, activation, num_threads, flush_denormals, out,
-                               prepared)
-    if y is not None:
-        return y
+def _separable_full(kernels, prepared, x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride,
+                    padding, dilation, depthwise_activation, activation, out, num_threads, flush_denormals):
+    """separable_conv2d the full way, with a kernel module (the level) and, from a Separable, its prepared weights
+    (or None)."""
     threads = _threads(num_threads)
     a = _args.separable(x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias, stride, padding,
                         dilation, depthwise_activation, activation, out, num_threads)
@@ -197,8 +200,12 @@ class Pointwise:
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The convolution of x (N, H, W, Cin), of the weight's dtype; ``out``, ``num_threads`` and
         ``flush_denormals`` as in :func:`pointwise_conv2d`. Returns (N, H, W, Cout)."""
-        return _pointwise(self._kernels, self._prepared, x, self.weight, self.bias, self.activation, out,
-                          num_threads, flush_denormals)
+        y = self._kernels.pointwise_fast(x, self.weight, self.bias, self.activation, num_threads, flush_denormals,
+                                         out, self._prepared)
+        if y is None:  # the full way: converts x, or raises the error
+            y = _pointwise_full(self._kernels, self._prepared, x, self.weight, self.bias, self.activation, out,
+                                num_threads, flush_denormals)
+        return y
 
     def __repr__(self):
         return (f"dwcy.Pointwise({self.weight.shape[0]} -> {self.weight.shape[1]}, {self.weight.dtype}, "
@@ -247,8 +254,8 @@ class Depthwise:
         ``flush_denormals`` as in :func:`depthwise_conv2d`. Returns (N, OH, OW, C*M)."""
         y = self._kernels.depthwise_prepared(self._prepared, x, out, num_threads, flush_denormals)
         if y is None:  # the full way: converts x, or raises the error
-            y = _depthwise(self._kernels, self._prepared, x, self.weight, self.bias, self.stride, self.padding,
-                           self.dilation, self.activation, out, num_threads, flush_denormals)
+            y = _depthwise_full(self._kernels, self._prepared, x, self.weight, self.bias, self.stride,
+                                self.padding, self.dilation, self.activation, out, num_threads, flush_denormals)
         return y
 
     def __repr__(self):
@@ -297,9 +304,9 @@ class Separable:
         as in :func:`separable_conv2d`. Returns (N, OH, OW, Cout)."""
         y = self._kernels.separable_prepared(self._prepared, x, out, num_threads, flush_denormals)
         if y is None:  # the full way: converts x, or raises the error
-            y = _separable(self._kernels, self._prepared, x, self.depthwise_weight, self.pointwise_weight,
-                           self.depthwise_bias, self.pointwise_bias, self.stride, self.padding, self.dilation,
-                           self.depthwise_activation, self.activation, out, num_threads, flush_denormals)
+            y = _separable_full(self._kernels, self._prepared, x, self.depthwise_weight, self.pointwise_weight,
+                                self.depthwise_bias, self.pointwise_bias, self.stride, self.padding, self.dilation,
+                                self.depthwise_activation, self.activation, out, num_threads, flush_denormals)
         return y
 
     def __repr__(self):

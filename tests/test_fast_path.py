@@ -4,6 +4,8 @@ A fast path takes only plainly valid arguments and returns None for anything els
 full way through dwcy._args (conversions, errors). Both ways must give the same bits.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,30 @@ def test_fast_path_takes_the_plain_call(rng):
     assert kernels.pointwise_fast(x, weight, bias, None, None, False) is not None
     assert kernels.pointwise_fast(x, weight[None, None], bias, None, None, False) is None  # (1, 1, Cin, Cout)
     assert kernels.pointwise_fast(x, weight[:-1], bias, None, None, False) is None  # Cin mismatch
+
+
+def _full_way_depthwise(x, weight, **options):
+    """depthwise_conv2d through dwcy._args (never the fast path's memo of the last geometry)."""
+    args = dwcy._args.depthwise(x, weight, None, options.get("stride", 1), options.get("padding", "valid"),
+                                options.get("dilation", 1), None, None)
+    return kernels.depthwise(args.x, args.weight, args.bias, None, args.geometry, args.activation, 1, False)
+
+
+def test_calls_that_differ_from_the_last_get_their_own_geometry(rng):
+    """The fast path keeps the last call's geometry: calls that differ from it in anything (x's or the weight's
+    shape, stride, padding, dilation), one after the other and in many threads at once, each get their own."""
+    x = rng.standard_normal((2, 9, 11, 19)).astype(np.float32)
+    wide = rng.standard_normal((2, 9, 12, 19)).astype(np.float32)
+    w3, w5 = (rng.standard_normal((k, k, 19)).astype(np.float32) for k in (3, 5))
+    calls = [(x, w3, {}), (x, w3, dict(stride=2)), (x, w3, dict(padding=1)), (x, w3, dict(padding="same")),
+             (x, w3, dict(padding="same", dilation=2)), (x, w3, dict(stride=(1, 2))), (wide, w3, {}),
+             (x, w3[..., None], {}), (x, np.repeat(w3[..., None], 2, axis=3), {}), (x, w5, dict(padding=(2, 1)))]
+    expected = [_full_way_depthwise(*call[:2], **call[2]) for call in calls]
+    for _ in range(2):
+        for (a, w, options), want in zip(calls, expected):
+            np.testing.assert_array_equal(dwcy.depthwise_conv2d(a, w, **options, num_threads=1), want, str(options))
+    with ThreadPoolExecutor(4) as pool:
+        results = pool.map(lambda i: (i, dwcy.depthwise_conv2d(calls[i][0], calls[i][1], **calls[i][2])),
+                           [i % len(calls) for i in range(200)])
+        for i, result in results:
+            np.testing.assert_array_equal(result, expected[i], str(calls[i][2]))

@@ -83,17 +83,47 @@ cdef bint _plain_argument(object value, int depth=2):
             and _plain_argument((<tuple>value)[0], depth - 1) and _plain_argument((<tuple>value)[1], depth - 1))
 
 
+cdef class _GeometryMemo:
+    """The geometry of the last plain depthwise call (_fast_geometry): most calls repeat the one before, and
+    then skip building, hashing and looking up a key, and converting the result to the C struct. Read and
+    written with the GIL held and no Python code run in between (plain options compare in C), so that
+    threads may share it."""
+    cdef cnp.npy_intp dims[8]  # x's (N, H, W, C) and the weight's (KH, KW, C, M), M 0 for a 3-D weight
+    cdef object stride, padding, dilation
+    cdef object geometry       # the dwcy._args.DepthwiseGeometry of these
+    cdef DwGeometry g          # the same as the C struct (activation 0)
+
+
+cdef _GeometryMemo _last_geometry = _GeometryMemo()
+
+
 cdef object _fast_geometry(object x, object weight, int type_num, object stride, object padding, object dilation,
-                           str weight_name):
-    """The cached DepthwiseGeometry for a plain depthwise weight and the common argument forms, else None."""
-    if not (_plain(weight, type_num, 3) or _plain(weight, type_num, 4)):
+                           str weight_name, DwGeometry *g):
+    """The DepthwiseGeometry for a plain depthwise weight and the common argument forms (*g: the same as the C
+    struct, its activation 0), else None."""
+    cdef int weight_ndim = cnp.PyArray_NDIM(<cnp.ndarray>weight) if type(weight) is cnp.ndarray else 0
+    if not ((weight_ndim == 3 or weight_ndim == 4) and _plain(weight, type_num, weight_ndim)):
         return None
     if not (_plain_argument(stride) and _plain_argument(padding) and _plain_argument(dilation)):
         return None
+    cdef cnp.npy_intp dims[8]
+    memcpy(dims, cnp.PyArray_DIMS(<cnp.ndarray>x), 4 * sizeof(cnp.npy_intp))
+    memcpy(dims + 4, cnp.PyArray_DIMS(<cnp.ndarray>weight), weight_ndim * sizeof(cnp.npy_intp))
+    dims[7] = dims[7] if weight_ndim == 4 else 0
+    cdef _GeometryMemo memo = _last_geometry
+    if (memcmp(dims, memo.dims, sizeof(dims)) == 0 and stride == memo.stride and padding == memo.padding
+            and dilation == memo.dilation):
+        g[0] = memo.g
+        return memo.geometry
     try:
-        return _cached_geometry(x.shape, weight.shape, stride, padding, dilation, weight_name)
+        geometry = _cached_geometry(x.shape, weight.shape, stride, padding, dilation, weight_name)
     except (TypeError, ValueError, OverflowError):
         return None
+    g[0] = _geometry(geometry, 0)
+    memo.dims[0] = 0  # no match while it changes
+    memo.stride, memo.padding, memo.dilation, memo.geometry, memo.g = stride, padding, dilation, geometry, g[0]
+    memcpy(memo.dims, dims, sizeof(dims))
+    return geometry
 
 
 cdef object _pointwise_shape(Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t cout):
@@ -112,14 +142,16 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
     cdef int act = _fast_activation(activation)
     if t < 0 or threads < 0 or act < 0 or not _plain(x, t, 4):
         return None
-    geometry = _fast_geometry(x, weight, t, stride, padding, dilation, "weight")
-    if geometry is None or not _plain_bias(bias, t, geometry.out_channels):
+    cdef DwGeometry g
+    geometry = _fast_geometry(x, weight, t, stride, padding, dilation, "weight", &g)
+    if geometry is None or not _plain_bias(bias, t, g.c * g.m):
         return None
-    if out is not None:  # (None: depthwise allocates it)
+    if out is not None:  # (None: _depthwise_into allocates it)
         out = _fast_out(out, geometry.out_shape, t, x.dtype, (x, weight, bias))
         if out is None:
             return None
-    return depthwise(x, weight, bias, out, geometry, act, threads, flush, prepared)
+    g.activation = act
+    return _depthwise_into(x, weight, bias, out, &g, threads, flush, prepared)
 
 
 def pointwise_fast(x, weight, bias, activation, num_threads, bint flush, out=None, Prepared prepared=None):
@@ -150,17 +182,18 @@ def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, d
     cdef int dw_act = _fast_activation(dw_activation), act = _fast_activation(activation)
     if t < 0 or threads < 0 or dw_act < 0 or act < 0 or not _plain(x, t, 4) or not _plain(pw_weight, t, 2):
         return None
-    geometry = _fast_geometry(x, dw_weight, t, stride, padding, dilation, "depthwise_weight")
-    if geometry is None:
+    cdef DwGeometry g
+    if _fast_geometry(x, dw_weight, t, stride, padding, dilation, "depthwise_weight", &g) is None:
         return None
     cdef Py_ssize_t cout = cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 1)
-    if (cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 0) != geometry.out_channels
-            or not _plain_bias(dw_bias, t, geometry.out_channels) or not _plain_bias(pw_bias, t, cout)):
+    if (cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 0) != g.c * g.m
+            or not _plain_bias(dw_bias, t, g.c * g.m) or not _plain_bias(pw_bias, t, cout)):
         return None
-    shape = _pointwise_shape(geometry.n, geometry.out_h, geometry.out_w, cout)
+    shape = _pointwise_shape(g.n, g.oh, g.ow, cout)
     y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, dw_weight, pw_weight, dw_bias, pw_bias))
     if y is not None:
-        separable(x, dw_weight, dw_bias, pw_weight, pw_bias, y, geometry, dw_act, act, threads, flush, prepared)
+        g.activation = dw_act
+        _separable_into(x, dw_weight, dw_bias, pw_weight, pw_bias, y, &g, act, threads, flush, prepared)
     return y
 
 
