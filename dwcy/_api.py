@@ -246,13 +246,13 @@ class Depthwise:
         self.bias = _frozen_copy(_args._check_bias(bias, geometry.out_channels, dtype, "bias"), dtype)
         self.stride, self.padding, self.dilation, self.activation = stride, padding, dilation, activation
         self._kernels = _kernels  # the level whose tiles the weights are packed for
-        self._prepared = _kernels.prepare(None, None, self.weight, self.bias, stride=stride, padding=padding,
-                                          dilation=dilation, dw_activation=activation)
+        self._prepared = _kernels.prepare(None, None, self.weight, self.bias)
 
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The convolution of x (N, H, W, C), of the weight's dtype; ``out``, ``num_threads`` and
         ``flush_denormals`` as in :func:`depthwise_conv2d`. Returns (N, OH, OW, C*M)."""
-        y = self._kernels.depthwise_prepared(self._prepared, x, out, num_threads, flush_denormals)
+        y = self._kernels.depthwise_fast(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                         self.activation, num_threads, flush_denormals, out, self._prepared)
         if y is None:  # the full way: converts x, or raises the error
             y = _depthwise_full(self._kernels, self._prepared, x, self.weight, self.bias, self.stride,
                                 self.padding, self.dilation, self.activation, out, num_threads, flush_denormals)
@@ -296,13 +296,15 @@ class Separable:
         self.depthwise_activation, self.activation = depthwise_activation, activation
         self._kernels = _kernels  # the level whose tiles the weights are packed for
         self._prepared = _kernels.prepare(self.pointwise_weight, self.pointwise_bias, self.depthwise_weight,
-                                          self.depthwise_bias, stride=stride, padding=padding, dilation=dilation,
-                                          dw_activation=depthwise_activation, activation=activation)
+                                          self.depthwise_bias)
 
     def __call__(self, x, *, out=None, num_threads=None, flush_denormals=False):
         """The block on x (N, H, W, C), of the weights' dtype; ``out``, ``num_threads`` and ``flush_denormals``
         as in :func:`separable_conv2d`. Returns (N, OH, OW, Cout)."""
-        y = self._kernels.separable_prepared(self._prepared, x, out, num_threads, flush_denormals)
+        y = self._kernels.separable_fast(x, self.depthwise_weight, self.pointwise_weight, self.depthwise_bias,
+                                         self.pointwise_bias, self.stride, self.padding, self.dilation,
+                                         self.depthwise_activation, self.activation, num_threads, flush_denormals,
+                                         out, self._prepared)
         if y is None:  # the full way: converts x, or raises the error
             y = _separable_full(self._kernels, self._prepared, x, self.depthwise_weight, self.pointwise_weight,
                                 self.depthwise_bias, self.pointwise_bias, self.stride, self.padding, self.dilation,

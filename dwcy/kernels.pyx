@@ -7,8 +7,7 @@ names (``baseline``, ``avx2`` or ``avx512``: for tests and comparisons; a level 
 the CPU cannot run is an error), then
 
 * re-exports that level's Python entry points (depthwise, pointwise, separable, build_info, max_threads,
-  aligned_empty, depthwise_fast, pointwise_fast, separable_fast, prepare, depthwise_prepared,
-  separable_prepared),
+  aligned_empty, depthwise_fast, pointwise_fast, separable_fast, prepare),
   which dwcy._api calls, and
 * forwards the C-level API of kernels.pxd (``from dwcy.kernels cimport ...``) to that level's functions
   through a table of function pointers copied at import, so other Cython code runs the same level.
@@ -139,8 +138,6 @@ depthwise_fast = _module.depthwise_fast
 pointwise_fast = _module.pointwise_fast
 prepare = _module.prepare
 separable_fast = _module.separable_fast
-depthwise_prepared = _module.depthwise_prepared
-separable_prepared = _module.separable_prepared
 
 
 # ---------------------------------------------------------------------------- the C-level API of kernels.pxd

@@ -83,24 +83,14 @@ cdef bint _plain_argument(object value, int depth=2):
             and _plain_argument((<tuple>value)[0], depth - 1) and _plain_argument((<tuple>value)[1], depth - 1))
 
 
-cdef class _GeometryMemo:
-    """The geometry of the last plain depthwise call (_fast_geometry): most calls repeat the one before, and
-    then skip building, hashing and looking up a key, and converting the result to the C struct. Read and
-    written with the GIL held and no Python code run in between (plain options compare in C), so that
-    threads may share it."""
-    cdef cnp.npy_intp dims[8]  # x's (N, H, W, C) and the weight's (KH, KW, C, M), M 0 for a 3-D weight
-    cdef object stride, padding, dilation
-    cdef object geometry       # the dwcy._args.DepthwiseGeometry of these
-    cdef DwGeometry g          # the same as the C struct (activation 0)
-
-
+# The memo of the function calls (a Prepared has its own).
 cdef _GeometryMemo _last_geometry = _GeometryMemo()
 
 
-cdef object _fast_geometry(object x, object weight, int type_num, object stride, object padding, object dilation,
-                           str weight_name, DwGeometry *g):
-    """The DepthwiseGeometry for a plain depthwise weight and the common argument forms (*g: the same as the C
-    struct, its activation 0), else None."""
+cdef tuple _fast_geometry(object x, object weight, int type_num, object stride, object padding, object dilation,
+                          str weight_name, DwGeometry *g, Prepared prepared):
+    """The geometry of a plain depthwise weight and the common argument forms into *g (its activation 0), and
+    the output shape; None for anything else. Remembered in ``prepared``'s memo, or (None) the functions'."""
     cdef int weight_ndim = cnp.PyArray_NDIM(<cnp.ndarray>weight) if type(weight) is cnp.ndarray else 0
     if not ((weight_ndim == 3 or weight_ndim == 4) and _plain(weight, type_num, weight_ndim)):
         return None
@@ -110,20 +100,21 @@ cdef object _fast_geometry(object x, object weight, int type_num, object stride,
     memcpy(dims, cnp.PyArray_DIMS(<cnp.ndarray>x), 4 * sizeof(cnp.npy_intp))
     memcpy(dims + 4, cnp.PyArray_DIMS(<cnp.ndarray>weight), weight_ndim * sizeof(cnp.npy_intp))
     dims[7] = dims[7] if weight_ndim == 4 else 0
-    cdef _GeometryMemo memo = _last_geometry
+    cdef _GeometryMemo memo = _last_geometry if prepared is None else prepared.memo
     if (memcmp(dims, memo.dims, sizeof(dims)) == 0 and stride == memo.stride and padding == memo.padding
             and dilation == memo.dilation):
         g[0] = memo.g
-        return memo.geometry
+        return memo.out_shape
     try:
         geometry = _cached_geometry(x.shape, weight.shape, stride, padding, dilation, weight_name)
     except (TypeError, ValueError, OverflowError):
         return None
     g[0] = _geometry(geometry, 0)
     memo.dims[0] = 0  # no match while it changes
-    memo.stride, memo.padding, memo.dilation, memo.geometry, memo.g = stride, padding, dilation, geometry, g[0]
+    memo.stride, memo.padding, memo.dilation, memo.g = stride, padding, dilation, g[0]
+    memo.out_shape = geometry.out_shape
     memcpy(memo.dims, dims, sizeof(dims))
-    return geometry
+    return memo.out_shape
 
 
 cdef object _pointwise_shape(Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t cout):
@@ -143,11 +134,11 @@ def depthwise_fast(x, weight, bias, stride, padding, dilation, activation, num_t
     if t < 0 or threads < 0 or act < 0 or not _plain(x, t, 4):
         return None
     cdef DwGeometry g
-    geometry = _fast_geometry(x, weight, t, stride, padding, dilation, "weight", &g)
-    if geometry is None or not _plain_bias(bias, t, g.c * g.m):
+    shape = _fast_geometry(x, weight, t, stride, padding, dilation, "weight", &g, prepared)
+    if shape is None or not _plain_bias(bias, t, g.c * g.m):
         return None
     if out is not None:  # (None: _depthwise_into allocates it)
-        out = _fast_out(out, geometry.out_shape, t, x.dtype, (x, weight, bias))
+        out = _fast_out(out, shape, t, x.dtype, (x, weight, bias))
         if out is None:
             return None
     g.activation = act
@@ -183,7 +174,7 @@ def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, d
     if t < 0 or threads < 0 or dw_act < 0 or act < 0 or not _plain(x, t, 4) or not _plain(pw_weight, t, 2):
         return None
     cdef DwGeometry g
-    if _fast_geometry(x, dw_weight, t, stride, padding, dilation, "depthwise_weight", &g) is None:
+    if _fast_geometry(x, dw_weight, t, stride, padding, dilation, "depthwise_weight", &g, prepared) is None:
         return None
     cdef Py_ssize_t cout = cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 1)
     if (cnp.PyArray_DIM(<cnp.ndarray>pw_weight, 0) != g.c * g.m
@@ -194,74 +185,4 @@ def separable_fast(x, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, d
     if y is not None:
         g.activation = dw_act
         _separable_into(x, dw_weight, dw_bias, pw_weight, pw_bias, y, &g, act, threads, flush, prepared)
-    return y
-
-
-# The calls of dwcy.Depthwise and dwcy.Separable: their weights, options and activations are in a Prepared
-# (checked when it was made), and so is the geometry of the last input shape a call met; a call checks x,
-# out and num_threads, and computes a geometry only for a new input shape.
-
-cdef tuple _prepared_geometry(Prepared prepared, cnp.ndarray x, DwGeometry *g):
-    """The output shape of ``prepared``'s call on x, and its depthwise geometry into *g; None when the full way
-    must decide (an error, an option of an unusual form)."""
-    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
-    cdef cnp.npy_intp *last = prepared.x_dims
-    if not (dims[0] == last[0] and dims[1] == last[1] and dims[2] == last[2] and dims[3] == last[3]):
-        if not _remember_geometry(prepared, x):
-            return None
-    # Both read with no Python code run in between: no other thread can change them meanwhile.
-    g[0] = prepared.g
-    return prepared.out_shape
-
-
-cdef bint _remember_geometry(Prepared prepared, cnp.ndarray x) except -1:
-    """Keep the geometry and output shape of x's shape in ``prepared``; False when the full way must decide."""
-    stride, padding, dilation = prepared.options
-    if not (_plain_argument(stride) and _plain_argument(padding) and _plain_argument(dilation)):
-        return False
-    try:
-        geometry = _cached_geometry((<object>x).shape, prepared.dw_weight.shape, stride, padding, dilation, "weight")
-    except (TypeError, ValueError, OverflowError):
-        return False
-    out_shape = geometry.out_shape
-    if prepared.plan != NULL:
-        out_shape = _pointwise_shape(geometry.n, geometry.out_h, geometry.out_w, prepared.plan.pointwise.n)
-        if out_shape is None:
-            return False
-    prepared.g = _geometry(geometry, prepared.dw_activation)
-    prepared.out_shape = out_shape
-    memcpy(prepared.x_dims, cnp.PyArray_DIMS(x), 4 * sizeof(cnp.npy_intp))
-    return True
-
-
-def depthwise_prepared(Prepared prepared, x, out, num_threads, bint flush):
-    """dwcy.Depthwise's call on plainly valid arguments (x, out, num_threads), or None: the full way then."""
-    cdef int t = _fast_type(x)
-    cdef int threads = _fast_threads(num_threads)
-    cdef DwGeometry g
-    if t < 0 or threads < 0 or not _plain(x, t, 4) or not _plain(prepared.dw_weight, t, prepared.dw_weight.ndim):
-        return None
-    shape = _prepared_geometry(prepared, x, &g)
-    if shape is None:
-        return None
-    if out is not None:  # (None: _depthwise_into allocates it)
-        out = _fast_out(out, shape, t, x.dtype, (x, prepared.dw_weight, prepared.dw_bias))
-        if out is None:
-            return None
-    return _depthwise_into(x, prepared.dw_weight, prepared.dw_bias, out, &g, threads, flush, prepared)
-
-
-def separable_prepared(Prepared prepared, x, out, num_threads, bint flush):
-    """dwcy.Separable's call on plainly valid arguments (x, out, num_threads), or None: the full way then."""
-    cdef int t = _fast_type(x)
-    cdef int threads = _fast_threads(num_threads)
-    cdef DwGeometry g
-    if t < 0 or threads < 0 or not _plain(x, t, 4) or not _plain(prepared.dw_weight, t, prepared.dw_weight.ndim):
-        return None
-    shape = _prepared_geometry(prepared, x, &g)
-    y = None if shape is None else _fast_out(out, shape, t, x.dtype, (x, prepared.dw_weight, prepared.weight,
-                                                                     prepared.dw_bias, prepared.bias))
-    if y is not None:
-        _separable_into(x, prepared.dw_weight, prepared.dw_bias, prepared.weight, prepared.bias, y, &g,
-                        prepared.activation, threads, flush, prepared)
     return y

@@ -76,25 +76,28 @@ cdef object _depthwise_into(cnp.ndarray x, cnp.ndarray weight, object bias, obje
     return out
 
 
+cdef class _GeometryMemo:
+    """The geometry of the last depthwise call a fast path met (fast.pxi's _fast_geometry): most calls repeat
+    the one before, and then skip building, hashing and looking up a key, and converting the result to the C
+    struct. Read and written with the GIL held and no Python code run in between (plain options compare in
+    C), so that threads may share it."""
+    cdef cnp.npy_intp dims[8]  # x's (N, H, W, C) and the weight's (KH, KW, C, M), M 0 for a 3-D weight
+    cdef object stride, padding, dilation
+    cdef DwGeometry g          # their geometry (dwcy._args's) as the C struct (activation 0)
+    cdef tuple out_shape       # and its output shape
+
+
 cdef class Prepared:
     """Weights packed once for this level's tiles, freed with this object: a pointwise stage's (a plan of
     kernels.pxd, c_api.pxi) and a depthwise stage's (packed at each phase of the inputs its calls meet,
     _dw_phase, when a call first meets it). Made by prepare from the weights and biases that the calls given
     it pass too (dwcy.Pointwise, dwcy.Depthwise and dwcy.Separable keep both); calls in many threads may
-    share one (a phase's weights are packed, and a new input shape's geometry kept, with the GIL held).
-
-    For the calls of dwcy.Depthwise and dwcy.Separable (fast.pxi's depthwise_prepared and
-    separable_prepared) it also keeps their options, and the geometry of the last input shape a call met:
-    most calls repeat it."""
+    share one (a phase's weights are packed with the GIL held). It keeps the geometry of the last input its
+    calls met, too: a network's calls of other layers then do not replace it."""
     cdef Plan *plan                 # the pointwise stage, or NULL
-    cdef object weight, bias        # its arrays (Cin, Cout) and (Cout,), or None
     cdef object dw_weight, dw_bias  # the depthwise stage's arrays (KH, KW, C[, M]) and (C*M,), or None
     cdef DwPacked dw_packed[16]     # by phase (< the lanes of a vector, 16 at most); weights NULL: not yet packed
-    cdef tuple options              # the depthwise stage's (stride, padding, dilation)
-    cdef int dw_activation, activation  # the stages' activation codes
-    cdef cnp.npy_intp x_dims[4]     # the last input shape met (zeros: none yet), of which these are
-    cdef DwGeometry g               # the depthwise geometry (dw_activation in it)
-    cdef tuple out_shape            # and the output shape
+    cdef _GeometryMemo memo
 
     def __dealloc__(self):
         cdef int phase
@@ -104,19 +107,13 @@ cdef class Prepared:
             dwcy_free64(<void *>self.dw_packed[phase].weights)
 
 
-def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None, *, stride=1,
-            padding="valid", dilation=1, dw_activation=None, activation=None):
+def prepare(cnp.ndarray weight, object bias, cnp.ndarray dw_weight=None, object dw_bias=None):
     """A Prepared of pointwise weights (Cin, Cout) and bias (Cout,) or None (weight None: no pointwise stage),
     and of depthwise weights (KH, KW, C) or (KH, KW, C, M) and bias (C*M,) or None (dw_weight None: no
-    depthwise stage): for pointwise, depthwise or separable(..., prepared=). The depthwise stage's stride,
-    padding, dilation and activation, and the pointwise stage's activation (valid names), are those of the
-    calls of depthwise_prepared and separable_prepared."""
+    depthwise stage): for pointwise, depthwise or separable(..., prepared=) and the fast paths."""
     cdef Prepared prepared = Prepared.__new__(Prepared)
-    prepared.weight, prepared.bias = weight, bias
     prepared.dw_weight, prepared.dw_bias = dw_weight, dw_bias
-    prepared.options = (stride, padding, dilation)
-    prepared.dw_activation = _args.activation_code(dw_activation)
-    prepared.activation = _args.activation_code(activation)
+    prepared.memo = _GeometryMemo()
     if weight is None:
         return prepared
     cdef void *wp = _data(weight)
