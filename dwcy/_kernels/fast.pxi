@@ -3,8 +3,8 @@
 # dwcy._api tries these first. A fast path takes only arguments that are certainly valid and need no
 # conversion: C-contiguous, aligned, native ndarrays of one supported dtype and the right number of
 # dimensions, the common forms of stride/padding/dilation (ints, strings and pairs of them, whose geometry
-# dwcy._args computes and caches), a known activation, num_threads None or an int in range, out=None or a
-# plainly valid one. Anything else (and anything the
+# dwcy._args computes and caches, and a memo keeps for the next call: _GeometryMemo), a known activation,
+# num_threads None or an int in range, out=None or a plainly valid one. Anything else (and anything the
 # geometry rejects) returns None, and the call goes the full way through dwcy._args, which converts what
 # it can and raises the errors. So the rules stay in dwcy._args, and a fast path is an accept-list only.
 
