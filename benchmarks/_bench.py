@@ -23,6 +23,18 @@ class Implementation(NamedTuple):
     skip: Optional[str] = None
 
 
+def prepared(cls):
+    """The ``prepare`` of a dwcy-prepared contender: ``cls`` (dwcy.Depthwise, dwcy.Pointwise or dwcy.Separable)
+    made from the layer's weights and options before the timed calls, which then pass x alone."""
+
+    def prepare(layer, inputs, threads):
+        x, *weights = inputs
+        conv = cls(*weights, **layer.keywords)
+        return lambda: conv(x, num_threads=threads)
+
+    return prepare
+
+
 def parametrize(layers, implementations, batches=BATCHES, threads=THREADS):
     """Decorate a benchmark ``test(measure, problem, threads, implementation)`` to run every implementation on
     every layer (in network order, numbered from 1) at every batch size and thread count (by default ``BATCHES``

@@ -18,20 +18,12 @@ and parametrization ``_bench.py``'s, the fixtures ``conftest.py``'s.
 """
 
 import dwcy
-from _bench import Implementation, parametrize
+from _bench import Implementation, parametrize, prepared
 from dwcy._layers import BENCHMARK_LAYERS
-
-
-def _prepared(layer, inputs, threads):
-    """dwcy.Depthwise: the weights packed once, before the timed calls."""
-    x, weight, bias = inputs
-    conv = dwcy.Depthwise(weight, bias, **layer.keywords)
-    return lambda: conv(x, num_threads=threads)
-
 
 IMPLEMENTATIONS = (
     Implementation("dwcy", dwcy.depthwise_conv2d),
-    Implementation("dwcy-prepared", None, prepare=_prepared),
+    Implementation("dwcy-prepared", None, prepare=prepared(dwcy.Depthwise)),
     # The baseline takes up to ~50 ms a call (batch 8); 10 rounds pin its median well enough for a ratio and
     # keep a full run to a couple of minutes. It ignores num_threads (NumPy runs it on one thread).
     Implementation("numpy-reference", dwcy.reference.depthwise_conv2d, rounds=10),

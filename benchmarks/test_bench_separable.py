@@ -1,25 +1,18 @@
 """dwcy.separable_conv2d, fused, vs the same block unfused and vs the NumPy reference, on MobileNetV2's blocks.
 
 ``dwcy-unfused`` is dwcy.depthwise_conv2d then dwcy.pointwise_conv2d, the intermediate tensor going through
-memory: the ratio to it is what fusing gains; ``dwcy-prepared`` is dwcy.Separable, its pointwise weights packed
+memory: the ratio to it is what fusing gains; ``dwcy-prepared`` is dwcy.Separable, its weights packed
 once. ``extra_info["min_bytes"]`` counts the fused call's traffic (no intermediate). See ``test_bench_depthwise.py``
 for how to run and read these benchmarks.
 """
 
 import dwcy
-from _bench import Implementation, parametrize
+from _bench import Implementation, parametrize, prepared
 from dwcy._layers import BENCHMARK_LAYERS, unfused_separable_conv2d
-
-def _prepared(layer, inputs, threads):
-    """dwcy.Separable: the pointwise weights packed once, before the timed calls."""
-    x, *weights = inputs
-    block = dwcy.Separable(*weights, **layer.keywords)
-    return lambda: block(x, num_threads=threads)
-
 
 IMPLEMENTATIONS = (
     Implementation("dwcy", dwcy.separable_conv2d),
-    Implementation("dwcy-prepared", None, prepare=_prepared),
+    Implementation("dwcy-prepared", None, prepare=prepared(dwcy.Separable)),
     # A baseline, not a kernel to track: 50 rounds (as the pointwise reference's), no second of calibration.
     Implementation("dwcy-unfused", unfused_separable_conv2d, rounds=50),
     # Up to ~150 ms a call (batch 8, 112x112x96 stride 1), 5-10x dwcy: 5 rounds are enough for that ratio and keep

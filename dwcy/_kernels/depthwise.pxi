@@ -105,7 +105,6 @@ ctypedef struct DwPacked:
     # Depthwise weights and bias packed ahead (_dw_pack_weights), for calls whose input has this phase
     # (_dw_phase): kernels.pxi's Prepared keeps one per phase its calls met.
     const void *weights     # float or double, _dw_packed_size elements
-    Py_ssize_t phase
     bint finite             # are the weights all finite (_all_finite)
 
 
@@ -622,7 +621,6 @@ cdef void _dw_pack_ahead(const floating *weight, const floating *bias, const DwG
     weights' finiteness, in ``packed``: what _dw_run and _sep_run_packed read instead of packing their own."""
     _dw_pack_weights(weight, bias, g, phase, buffer)
     packed.weights = buffer
-    packed.phase = phase
     packed.finite = _all_finite(weight, g.kh * g.kw * g.c * g.m)
 
 

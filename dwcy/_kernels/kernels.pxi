@@ -31,6 +31,13 @@ cdef DwGeometry _geometry(object geometry, int activation) except *:
     return g
 
 
+cdef inline Py_ssize_t _x_phase(cnp.ndarray x, const DwGeometry *g) noexcept:
+    """_dw_phase of x, a float32 or float64 array."""
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        return _dw_phase(<const float *>cnp.PyArray_DATA(x), g)
+    return _dw_phase(<const double *>cnp.PyArray_DATA(x), g)
+
+
 cpdef depthwise(cnp.ndarray x, cnp.ndarray weight, object bias, object out, object geometry,
                 int activation, int num_threads, bint flush=False, Prepared prepared=None):
     """Depthwise convolution into ``out`` (N, OH, OW, C*M), or (out None) into a new array, which it
@@ -49,15 +56,10 @@ cdef object _depthwise_into(cnp.ndarray x, cnp.ndarray weight, object bias, obje
     are (1.15-1.28x on MobileNetV2's layers of 144 channels or more, from NumPy's arrays, than with the
     loads alone aligned)."""
     cdef const DwPacked *packed = _dw_packed(prepared, x, g)
-    cdef Py_ssize_t phase
     cdef cnp.npy_intp dims[4]
     if out is None:
-        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-            phase = _dw_phase(<const float *>cnp.PyArray_DATA(x), g)
-        else:
-            phase = _dw_phase(<const double *>cnp.PyArray_DATA(x), g)
         dims[0], dims[1], dims[2], dims[3] = g.n, g.oh, g.ow, g.c * g.m
-        out = _aligned_new(4, dims, <cnp.dtype>cnp.PyArray_DESCR(x), phase * cnp.PyArray_ITEMSIZE(x))
+        out = _aligned_new(4, dims, <cnp.dtype>cnp.PyArray_DESCR(x), _x_phase(x, g) * cnp.PyArray_ITEMSIZE(x))
     cdef void *xp = _data(x)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
@@ -142,8 +144,7 @@ cdef const DwPacked *_dw_packed(Prepared prepared, cnp.ndarray x, const DwGeomet
     if prepared is None or prepared.dw_weight is None:
         return NULL
     cdef bint single = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
-    cdef Py_ssize_t phase = (_dw_phase(<const float *>cnp.PyArray_DATA(x), g) if single
-                             else _dw_phase(<const double *>cnp.PyArray_DATA(x), g))
+    cdef Py_ssize_t phase = _x_phase(x, g)
     cdef DwPacked *packed = &prepared.dw_packed[phase]
     cdef void *wp = _data(prepared.dw_weight)
     cdef void *bp = _data(prepared.dw_bias)
