@@ -94,6 +94,24 @@ def test_depthwise_at_every_input_offset(rng, simd_level, dtype, layer):
             assert_canaries_intact(buffer)
 
 
+@dtypes
+@pytest.mark.parametrize("layer", ["3x3", "3x3_stride2", "7x7"])
+def test_depthwise_non_finite_weights_at_every_input_offset(rng, simd_level, dtype, layer):
+    """A NaN or Inf weight times the zero padding is NaN, as in the reference, in every channel: at a phase,
+    the first and last channels share the first block (its lanes below the phase are the last channels)."""
+    h, w, c, k, stride, dilation = PHASED_LAYERS[layer]
+    x, weight, bias = depthwise_inputs(rng, dtype, n=1, h=h, w=w, c=c, kh=k)
+    weight[0, 0, [0, 5, c // 2, c - 1]] = np.nan
+    weight[-1, -1, [1, c - 2]] = np.inf  # one infinite term per output: never Inf - Inf
+    kwargs = dict(stride=stride, dilation=dilation, padding="same")
+    with np.errstate(invalid="ignore"):
+        expected = np.isnan(reference.depthwise_conv2d(x, weight, bias, **kwargs))
+    assert expected[..., [0, 1, c - 2, c - 1]].any(axis=(0, 1, 2)).all()
+    for offset in range(0, 64, dtype.itemsize):
+        y = dwcy.depthwise_conv2d(at_offset(x, offset), weight, bias, **kwargs)
+        np.testing.assert_array_equal(np.isnan(y), expected, err_msg=f"x {offset} bytes into a line")
+
+
 @pytest.mark.usefixtures("simd_level")
 @dtypes
 @pytest.mark.parametrize("h", [6, 48], ids=["unfused", "fused"])  # 48x48x160: an intermediate over 1 MB

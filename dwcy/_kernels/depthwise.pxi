@@ -18,7 +18,8 @@
 # masked loads and stores, and for other kernels through a plain-C routine: either way nothing is read or
 # written past the caller's arrays. In the fixed-width tiles, when x does not start on a 64-byte boundary
 # (NumPy's arrays start 16 bytes into one), the blocks start `phase` lanes before channel 0, so that every
-# load is aligned, the first block masked (_dw_phase). Weights and bias are packed per call into
+# load is aligned (_dw_phase); the first block wraps around: its lanes below the phase hold the pixel's last
+# channels, loaded and stored apart, masked (no extra block). Weights and bias are packed per call into
 # [block][KH][KW][LANES] (zero-padded, at that phase), so the tiles load whole vectors: each thread packs the
 # blocks of its own work items, into a copy of its own (_dw_run).
 #
@@ -145,10 +146,11 @@ cdef inline RowTile _row_tile(const DwGeometry *g) noexcept nogil:
 cdef inline Py_ssize_t _dw_phase(const floating *x, const DwGeometry *g) noexcept nogil:
     """Lanes by which the channel blocks start before channel 0, so that the tiles' loads of x are 64-byte
     aligned: NumPy's arrays start 16 bytes into a cache line, and a vector across two lines costs two reads
-    (aligned, MobileNetV2's layers ran 1.2-1.45x faster at batch 1). Rows with tiles of their own only
-    (_row_tile: their first vector is masked), without a multiplier (its expanded rows are aligned), with C a
-    multiple of the lanes (every pixel starts at the same place in a line) and at least
-    DWCY_DW_ALIGN_MIN_BLOCKS blocks (the partial block it adds costs more than it saves on fewer)."""
+    (aligned, MobileNetV2's layers ran 1.2-1.45x faster at batch 1). The first block wraps around: its lanes
+    below the phase are the pixel's last channels (microkernels.h: "lo, hi"), so every block stays whole but
+    for its masks. Rows with tiles of their own only (_row_tile: their first vector is masked), without a
+    multiplier (its expanded rows are aligned), with C a multiple of the lanes (every pixel starts at the same
+    place in a line, and the wrapped lanes are whole channels) and at least DWCY_DW_ALIGN_MIN_BLOCKS blocks."""
     cdef int lanes = _lanes(x)
     cdef size_t offset = <uintptr_t>x % DWCY_VBYTES
     if (DWCY_DW_ALIGN_MIN_BLOCKS == 0 or g.m != 1 or _row_tile(g) == ROW_GENERAL or g.c % lanes != 0
@@ -175,16 +177,16 @@ cdef inline bint _dw_narrow(RowTile kind, const DwGeometry *g) noexcept nogil:
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
                         const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """One output row of a kernel whose width and stride have a tile of their own (_row_tile), channel blocks
-    [b0, b1), the first possibly the partial block of the phase's head and the last that of the channel
-    tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile skipping the padding columns it meets
-    and storing its real pixels and channels (DWCY_DW_NARROW_PIXELS a tile where they fit the row better:
-    _dw_narrow); DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time."""
+    [b0, b1), the first possibly wrapped around at a phase (_dw_phase) and the last possibly the partial block
+    of the channel tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile skipping the padding
+    columns it meets and storing its real pixels and channels (DWCY_DW_NARROW_PIXELS a tile where they fit the
+    row better: _dw_narrow); DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time."""
     cdef int lanes = _lanes(wpack)
     cdef bint narrow = _dw_narrow(kind, g)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw
     cdef Py_ssize_t pixels = DWCY_DW_NARROW_PIXELS if narrow else DWCY_DW_PIXELS
     cdef Py_ssize_t span = (pixels - 1) * g.sw + (g.kw - 1) * g.dw + 1  # input columns of a tile (DWCY_DW_SPAN)
-    cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels
+    cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels (and [0, phase) wrap)
     cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
     cdef Py_ssize_t x_block = lanes // 2 if r.dup2 else lanes  # elements of x between blocks
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes
@@ -273,12 +275,20 @@ cdef inline void _dw_tile(int pixels, int vectors, const floating *x, Py_ssize_t
                             bias, y, y_pix_step, activation)
 
 
+cdef inline Py_ssize_t _dw_lane_channel(Py_ssize_t lane, Py_ssize_t phase, Py_ssize_t channels) noexcept nogil:
+    """The channel of a lane of the channel blocks (lane = block * lanes + l) at this phase: ``channels`` or
+    more for the zero padding of a channel tail."""
+    cdef Py_ssize_t c = lane - phase
+    return c + channels if c < 0 else c
+
+
 cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps, Py_ssize_t channels,
                    int lanes, Py_ssize_t phase, floating *wpack, floating *bpack, Py_ssize_t b0,
                    Py_ssize_t b1) noexcept nogil:
     """Blocks [b0, b1) of weight (taps, channels) -> wpack [block][taps][lanes] and of bias -> bpack
-    [block][lanes], lane l of block b holding channel b*lanes + l - phase, zero padded (the first block may
-    be partial with a phase, the last with a channel tail).
+    [block][lanes], lane l of block b holding channel b*lanes + l - phase, or that plus ``channels`` below 0
+    (the first block wraps around with a phase: _dw_phase), zero padded (the last block may be partial, a
+    channel tail).
 
     Whole blocks by copies of a size known at compile time (vector moves): a memcpy call per block cost
     more than small images take to convolve."""
@@ -287,16 +297,16 @@ cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps
     for t in range(taps):  # reading weight in memory order
         for b in range(first, full):
             memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes - phase, DWCY_VBYTES)
-    for b in range(b0, b1):  # the partial blocks: the phase's head, the channel tail
+    for b in range(b0, b1):  # the others: the wrapped block of a phase, the channel tail
         if first <= b < full:
             continue
         for t in range(taps):
             for l in range(lanes):
-                c = b * lanes + l - phase
-                wpack[(b * taps + t) * lanes + l] = weight[t * channels + c] if 0 <= c < channels else 0
+                c = _dw_lane_channel(b * lanes + l, phase, channels)
+                wpack[(b * taps + t) * lanes + l] = weight[t * channels + c] if c < channels else 0
     for l in range(b0 * lanes, b1 * lanes):
-        c = l - phase
-        bpack[l] = bias[c] if bias != NULL and 0 <= c < channels else 0
+        c = _dw_lane_channel(l, phase, channels)
+        bpack[l] = bias[c] if bias != NULL and c < channels else 0
 
 
 cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const floating *wpack,
@@ -341,7 +351,7 @@ cdef void _dw_row(const DwRow *r, const DwGeometry *g, const floating *wpack, co
     cdef Py_ssize_t col_step = g.dw * r.ci, pix_step = g.sw * r.ci
     cdef Py_ssize_t first, count, ow_lo, ow_hi, bulk_end, ow, b, t
     cdef int vectors
-    tail = tail and (co + r.phase) % lanes != 0
+    tail = tail and co % lanes != 0
     cdef RowTile kind = _row_tile(g)
     if kind != ROW_GENERAL:  # the channel tail is one more, partial block
         _dw_row_fixed(kind, r, g, wpack, bpack, y, b0, b1 + 1 if tail else b1)
@@ -459,7 +469,7 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                 for j in range(g.kw):
                     if r.kh0 <= i < r.kh0 + r.nkh and kw0 <= j < kw0 + nkw:
                         continue
-                    p = ch + r.phase  # its place in the packed blocks
+                    p = ch + r.phase if ch + r.phase < co else ch + r.phase - co  # its lane in the packed blocks
                     v = wpack[((p // lanes) * taps + i * g.kw + j) * lanes + p % lanes]
                     if v - v != 0:
                         yrow[ow * co + ch] = 0 * v  # NaN
@@ -501,10 +511,11 @@ cdef inline bint _dw_image_in_l2(const DwGeometry *g, Py_ssize_t itemsize) noexc
 
 
 cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
-    """Channel blocks a band of rows runs at a time. When an image's input fits in L2: as many as keep the input rows that consecutive output rows share in L1
-    (DWCY_DW_L1_BYTES), so that each input line comes from L2 once per block, not once per output row.
-    Otherwise all of them: each row is then read in memory order, which streams from L3 or memory far
-    better than one chunk's slice of it. All of them with a multiplier too (rows are expanded per row)."""
+    """Channel blocks a band of rows runs at a time. When an image's input fits in L2: as many as keep the
+    input rows that consecutive output rows share in L1 (DWCY_DW_L1_BYTES), so that each input line comes
+    from L2 once per block, not once per output row. Otherwise all of them: each row is then read in memory
+    order, which streams from L3 or memory far better than one chunk's slice of it. All of them with a
+    multiplier too (rows are expanded per row)."""
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     if g.m > 1 or not _dw_image_in_l2(g, itemsize):
         return max(1, blocks)
@@ -528,10 +539,10 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     ``group`` of ``groups`` even groups of channel blocks (the last with the channel tail), the weights and
     bias packed for this phase (_dw_phase) in ``wpack``: a chunk of channel blocks (_dw_chunk) over all the
     rows, then the next chunk."""
-    cdef const floating *bpack = _dw_packed_bias(wpack, g, phase)
+    cdef const floating *bpack = _dw_packed_bias(wpack, g)
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
-    cdef Py_ssize_t blocks = _dw_split_blocks(g, lanes, phase)
+    cdef Py_ssize_t blocks = _dw_split_blocks(g, lanes)
     cdef Py_ssize_t first = _dw_part(0, blocks, groups, group), end = _dw_part(0, blocks, groups, group + 1)
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
@@ -580,39 +591,39 @@ cdef void _dw_band_expanded(const floating *x, const DwGeometry *g, Py_ssize_t i
             _dw_row(&r, g, wpack, bpack, y + i * row_size, 0, blocks, True)
 
 
-cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes, Py_ssize_t phase) noexcept nogil:
-    """Channel blocks of one vector at this phase (_dw_phase), the first and the last possibly partial."""
-    return (g.c * g.m + phase + lanes - 1) // lanes
+cdef inline Py_ssize_t _dw_blocks(const DwGeometry *g, int lanes) noexcept nogil:
+    """Channel blocks of one vector, the last possibly partial (a channel tail). At any phase (_dw_phase):
+    with one, the first block wraps around (its lanes below the phase hold the last channels)."""
+    return (g.c * g.m + lanes - 1) // lanes
 
 
-cdef inline Py_ssize_t _dw_split_blocks(const DwGeometry *g, int lanes, Py_ssize_t phase) noexcept nogil:
+cdef inline Py_ssize_t _dw_split_blocks(const DwGeometry *g, int lanes) noexcept nogil:
     """The blocks that work items and chunks split among them (_dw_part): all but the partial block of a
     channel tail, which goes with the last."""
-    return (g.c * g.m + phase) // lanes
+    return (g.c * g.m) // lanes
 
 
-cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes, Py_ssize_t phase) noexcept nogil:
+cdef inline Py_ssize_t _dw_packed_size(const DwGeometry *g, int lanes) noexcept nogil:
     """Elements of the packed weights [block][KH][KW][lanes] followed by the packed bias [block][lanes]."""
-    return _dw_blocks(g, lanes, phase) * (g.kh * g.kw + 1) * lanes
+    return _dw_blocks(g, lanes) * (g.kh * g.kw + 1) * lanes
 
 
-cdef inline const floating *_dw_packed_bias(const floating *packed, const DwGeometry *g,
-                                            Py_ssize_t phase) noexcept nogil:
+cdef inline const floating *_dw_packed_bias(const floating *packed, const DwGeometry *g) noexcept nogil:
     cdef int lanes = _lanes(packed)
-    return packed + _dw_blocks(g, lanes, phase) * g.kh * g.kw * lanes
+    return packed + _dw_blocks(g, lanes) * g.kh * g.kw * lanes
 
 
 cdef void _dw_pack_weights(const floating *weight, const floating *bias, const DwGeometry *g, Py_ssize_t phase,
                            floating *packed) noexcept nogil:
     """Pack weight (KH, KW, C*M) and bias (C*M,) or NULL into ``packed`` (_dw_packed_size elements)."""
-    _dw_pack_blocks(weight, bias, g, phase, packed, 0, _dw_blocks(g, _lanes(weight), phase))
+    _dw_pack_blocks(weight, bias, g, phase, packed, 0, _dw_blocks(g, _lanes(weight)))
 
 
 cdef inline void _dw_pack_blocks(const floating *weight, const floating *bias, const DwGeometry *g,
                                  Py_ssize_t phase, floating *packed, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """_dw_pack_weights for the channel blocks [b0, b1) only."""
     _dw_pack(weight, bias, g.kh * g.kw, g.c * g.m, _lanes(weight), phase, packed,
-             <floating *>_dw_packed_bias(packed, g, phase), b0, b1)
+             <floating *>_dw_packed_bias(packed, g), b0, b1)
 
 
 cdef void _dw_pack_ahead(const floating *weight, const floating *bias, const DwGeometry *g, Py_ssize_t phase,
@@ -630,7 +641,7 @@ cdef void _dw_pack_groups(const floating *weight, const floating *bias, const Dw
     their groups (item % groups; the last group's include the partial block of the tail), or all blocks
     when the items cover every group."""
     cdef int lanes = _lanes(weight)
-    cdef Py_ssize_t whole = _dw_split_blocks(g, lanes, phase), blocks = _dw_blocks(g, lanes, phase), item, group
+    cdef Py_ssize_t whole = _dw_split_blocks(g, lanes), blocks = _dw_blocks(g, lanes), item, group
     if end - first >= groups:
         _dw_pack_blocks(weight, bias, g, phase, packed, 0, blocks)
         return
@@ -688,7 +699,7 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
     threads = <int>min(threads, items)
     # Per thread: its packed weights (unless packed ahead), then its expansion buffer (multiplier), 64-byte
     # aligned.
-    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x), work.phase) if packed == NULL else 0
+    cdef Py_ssize_t pack_size = _dw_packed_size(g, _lanes(x)) if packed == NULL else 0
     cdef Py_ssize_t per_thread = pack_size + _dw_expand_size(g, sizeof(floating))
     # Small ones on this thread's stack: a tiny call then allocates nothing (posix_memalign took ~15 % of a
     # 1x4x4x16 call).

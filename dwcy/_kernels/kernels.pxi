@@ -150,7 +150,7 @@ cdef const DwPacked *_dw_packed(Prepared prepared, cnp.ndarray x, const DwGeomet
     cdef void *bp = _data(prepared.dw_bias)
     cdef void *buffer
     if packed.weights == NULL:
-        buffer = dwcy_malloc64(_dw_packed_size(g, DWCY_LANES_F32 if single else DWCY_LANES_F64, phase)
+        buffer = dwcy_malloc64(_dw_packed_size(g, DWCY_LANES_F32 if single else DWCY_LANES_F64)
                                * cnp.PyArray_ITEMSIZE(x))
         if buffer == NULL:
             raise MemoryError("dwcy: out of memory for the packed weights")

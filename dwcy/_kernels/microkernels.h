@@ -40,7 +40,7 @@
  *                  512 KB ran multiplier layers 1.02-1.76x faster, 1 MB slowed 28x28x192 stride 2 to 0.86x)
  * DWCY_DW_ALIGN_MIN_BLOCKS
  *                  depthwise: channel blocks a layer needs for its tiles to start their blocks on the
- *                  input's 64-byte boundaries, a partial block ahead (depthwise.pxi's _dw_phase); 0: never
+ *                  input's 64-byte boundaries (depthwise.pxi's _dw_phase); 0: never
  * DWCY_DW_DUP2     depthwise, channel multiplier 2, kernels 3 wide of stride 1 or 2: 1 when the tiles read the
  *                  input itself, each loaded vector permuted into the two output vectors of its channels (the
  *                  _dup2 tiles), instead of a copy with each channel twice (DWCY_DW_EXPAND_BYTES); 0: the copy
@@ -241,8 +241,9 @@ DWCY_DEFINE_VECTOR_ACTIVATION(dwcy_vf64, dwcy_vi64)
 #if DWCY_VECTOR_EXTENSIONS
 /*
  * Load or store the lanes of a vector whose bits are set in `mask` (bit l: lane l): a channel tail or head,
- * a row's last partial panel. Lanes left out load as zero and are never touched in memory: AVX-512 masks
- * suppress any fault in them, so a vector may start before an array or run past its end.
+ * a row's last partial panel. Lanes left out load as zero (or, merging, keep their value) and are never
+ * touched in memory: AVX-512 masks suppress any fault in them, so a vector may start before an array or run
+ * past its end.
  */
 #define DWCY_LANES_BELOW(n) ((1u << (n)) - 1u) /* lanes [0, n), n <= 16 */
 #if defined(__AVX512F__)
@@ -261,6 +262,14 @@ static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, unsigned mask
 static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned mask)
 {
     *v = (dwcy_vf64)_mm512_maskz_loadu_pd((__mmask8)mask, src);
+}
+static inline void dwcy_load_merge_float(dwcy_vf32 *v, const float *src, unsigned mask)
+{
+    *v = (dwcy_vf32)_mm512_mask_loadu_ps((__m512)*v, (__mmask16)mask, src);
+}
+static inline void dwcy_load_merge_double(dwcy_vf64 *v, const double *src, unsigned mask)
+{
+    *v = (dwcy_vf64)_mm512_mask_loadu_pd((__m512d)*v, (__mmask8)mask, src);
 }
 #else
 static inline void dwcy_store_float(float *dst, const dwcy_vf32 *v, unsigned mask)
@@ -282,6 +291,16 @@ static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, unsigned mask
 static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned mask)
 {
     *v = (dwcy_vf64){0};
+    for (int l = 0; l < DWCY_LANES_F64; l++)
+        if (mask >> l & 1u) (*v)[l] = src[l];
+}
+static inline void dwcy_load_merge_float(dwcy_vf32 *v, const float *src, unsigned mask)
+{
+    for (int l = 0; l < DWCY_LANES_F32; l++)
+        if (mask >> l & 1u) (*v)[l] = src[l];
+}
+static inline void dwcy_load_merge_double(dwcy_vf64 *v, const double *src, unsigned mask)
+{
     for (int l = 0; l < DWCY_LANES_F64; l++)
         if (mask >> l & 1u) (*v)[l] = src[l];
 }
@@ -366,9 +385,11 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
  *              neighbouring vectors (KH * KW * LANES)
  *   npix       pixels to store (<= NPIX): a row's last tile computes NPIX, stores the real ones
  *   lo, hi     the lanes to load and store: [lo, LANES) of the first vector and [0, hi) of the last (of
- *              the same one with one vector): the channel head and tail, with masked loads and stores; a
+ *              the same one with one vector): the channel head and tail, with masked loads and stores. A
  *              row whose input is not 64-byte aligned starts its first vector lo lanes before channel 0
- *              (depthwise.pxi's phase), so that all its loads are aligned
+ *              (depthwise.pxi's phase), so that all its loads are aligned; that vector's lanes [0, lo) are
+ *              then the pixel's last lo channels, one pixel on (col_step further in x, y_pix_step in y): it
+ *              wraps around the pixel's channels, so that the phase costs no extra vector
  *
  * Pixel p sums bias, then its valid taps in (kh, kw) order: the sums of the general tile, bit for bit.
  */
@@ -377,7 +398,11 @@ static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned ma
 #if DWCY_VECTOR_EXTENSIONS
 /* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
 #define DWCY_LOAD_WHOLE(T, v, dst, src) memcpy(&(dst), (src), sizeof(dst))
-#define DWCY_LOAD_MASKED(T, v, dst, src) dwcy_load_##T(&(dst), (src), mask[v])
+#define DWCY_LOAD_MASKED(T, v, dst, src)                                                                     \
+    do {                                                                                                     \
+        dwcy_load_##T(&(dst), (src), mask[v]);                                                               \
+        if ((v) == 0) dwcy_load_merge_##T(&(dst), (src) + col_step, wrapmask);                               \
+    } while (0)
 #if DWCY_DW_DUP2
 /* Multiplier 2 from the input itself: the lanes inmask of the input vector at the first vector's source hold
  * the channels of both output vectors, each channel twice over: its lower half (0, 0, 1, 1, ...) is vector 0,
@@ -405,7 +430,7 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
     return (dwcy_vf64)_mm512_permutexvar_pd(_mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4), (__m512d)v);
 }
 #endif
-#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, SKIP, LOAD)                                           \
+#define DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, SKIP, MASKED_V, LOAD)                               \
     {                                                                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
         DWCY_UNROLL for (int j = 0; j < KW; j++)                                                               \
@@ -413,7 +438,10 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
                 memcpy(&wv[j][v], w + v * w_block_step + i * w_row_step + j * lanes, sizeof(V));               \
         DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, KW, SW, DW); q++) {                                  \
             if (SKIP) continue;                                                                                \
-            DWCY_UNROLL for (int v = 0; v < NVEC; v++) LOAD(T, v, xv[v], xr + q * col_step + v * lanes);             \
+            DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
+                if (MASKED_V(v)) LOAD(T, v, xv[v], xr + q * col_step + v * lanes);                            \
+                else DWCY_LOAD_WHOLE(T, v, xv[v], xr + q * col_step + v * lanes);                              \
+            }                                                                                                  \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
                 const int d = q - p * SW, j = d / DW;                                                          \
                 if (d >= 0 && d % DW == 0 && j < KW)                                                           \
@@ -421,29 +449,43 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
             }                                                                                                  \
         }                                                                                                      \
     }
-/* The tile NAME (whole vectors: lo = 0, hi = LANES) and NAME_masked (any lo, hi), of one body. */
+/*
+ * The tiles of one body, which differ in the vectors they load and store masked (MASKED_V(v): is vector v
+ * masked?), the others whole: NAME, none (lo = 0, hi = LANES); NAME_head, the first (any lo: a phase's
+ * wrapped block; the others whole, hi = LANES); NAME_masked, the last (any hi: a channel tail; with one
+ * vector any lo and hi, with two lo = 0). Masked vectors cost: their loads are not operands of the FMAs, and
+ * a wrapped one takes two (a 7-pixel, 2-vector tile of stride 2 ran 1.5x slower with both masked, 1.8x with
+ * the first wrapped).
+ */
+#define DWCY_DW_MASKED_NONE(v) 0
+#define DWCY_DW_MASKED_FIRST(v) ((v) == 0)
+#define DWCY_DW_MASKED_LAST(v) ((v) == nvec - 1) /* (nvec: the body's NVEC) */
+#define DWCY_DW_MASKED_ALL(v) 1
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_MASKED)                     \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, 1, DWCY_LOAD_MASKED)
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_NONE, DWCY_LOAD_MASKED)   \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_head, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_FIRST,             \
+                                   DWCY_LOAD_MASKED)                                                           \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_LAST,            \
+                                   DWCY_LOAD_MASKED)
 /* NAME_dup2: multiplier 2, x the input at the channels of the first output vector, lanes [0, hi) of the last
  * stored (masked loads and stores: lo = 0). */
 #define DWCY_DEFINE_DW_TILE_DUP2(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                            \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, 1, DWCY_LOAD_DUP2)
-#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED, MASKED_LOAD)                 \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_ALL, DWCY_LOAD_DUP2)
+#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED_V, MASKED_LOAD)               \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
                             const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int lo, int hi, int activation) \
     {                                                                                                      \
-        const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
-        const int whole = !(MASKED);                                                                       \
+        const int lanes = (int)(sizeof(V) / sizeof(T)), nvec = NVEC;                                       \
         V acc[NPIX][NVEC], wv[KW][NVEC], xv[NVEC];                                                         \
         unsigned mask[NVEC];                                                                               \
         DWCY_UNROLL for (int v = 0; v < NVEC; v++)                                                         \
             mask[v] = (v == 0 ? ~DWCY_LANES_BELOW(lo) : ~0u) & (v == NVEC - 1 ? DWCY_LANES_BELOW(hi) : ~0u); \
+        const unsigned wrapmask = DWCY_LANES_BELOW(lo); /* the first vector's lanes one pixel on */        \
         /* (the _dup2 tiles: the input lanes of the output lanes [0, hi) of the last vector) */             \
         const unsigned inmask = DWCY_LANES_BELOW((NVEC - 1) * lanes / 2 + (hi + 1) / 2);                   \
         V xin;                                                                                             \
-        (void)mask, (void)inmask, (void)xin;                                                               \
+        (void)mask, (void)wrapmask, (void)inmask, (void)xin, (void)nvec;                                   \
         DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
             memcpy(&xv[v], bias + v * lanes, sizeof(V));                                                   \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[p][v] = xv[v];                                  \
@@ -451,32 +493,29 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         /* Input column q feeds pixel p through tap j = (q - p*SW) / DW. Taps accumulate in order: for a */\
         /* pixel p, q runs up through its taps j = 0, 1, ... as q grows. Interior tiles test no column. */  \
         const int interior = q_lo == 0 && q_hi == DWCY_DW_SPAN(NPIX, KW, SW, DW);                          \
-        if (!whole && interior)                                                                            \
+        if (interior)                                                                                      \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, MASKED_LOAD)                        \
-        else if (!whole)                                                                                   \
-            for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), MASKED_LOAD)  \
-        else if (interior)                                                                                 \
-            for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, DWCY_LOAD_WHOLE)                    \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, MASKED_V, MASKED_LOAD)              \
         else                                                                                               \
             for (int i = 0; i < nkh; i++)                                                                  \
-                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), DWCY_LOAD_WHOLE) \
+                DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, (q < q_lo || q >= q_hi), MASKED_V,     \
+                                      MASKED_LOAD)                                                         \
         dwcy_vactivate_##V(&acc[0][0], NPIX * NVEC, activation);                                           \
         DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
             if (p >= npix) break;                                                                          \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                   \
-                if (whole)                                                                                 \
-                    memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                         \
-                else                                                                                       \
+                if (MASKED_V(v))                                                                           \
                     dwcy_store_##T(y + p * y_pix_step + v * lanes, &acc[p][v], mask[v]);                   \
+                else                                                                                       \
+                    memcpy(y + p * y_pix_step + v * lanes, &acc[p][v], sizeof(V));                         \
             }                                                                                              \
+            if (MASKED_V(0) && lo > 0) dwcy_store_##T(y + (p + 1) * y_pix_step, &acc[p][0], wrapmask);     \
         }                                                                                                  \
     }
 #else
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
     DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                          \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_head, T, V, NPIX, NVEC, KW, SW, DW)                                   \
     DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW)
 #define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                      \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
@@ -486,16 +525,17 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                  \
         for (int v = 0; v < NVEC; v++)                                                                     \
             for (int p = 0; p < npix; p++)                                                                 \
-                for (int l = v == 0 ? lo : 0; l < (v == NVEC - 1 ? hi : lanes); l++) {                     \
+                for (int l = 0; l < (v == NVEC - 1 ? hi : lanes); l++) {                                   \
+                    const ptrdiff_t on = v == 0 && l < lo; /* the wrapped lanes: one pixel on */           \
                     T acc = bias[v * lanes + l];                                                           \
                     for (int i = 0; i < nkh; i++)                                                          \
                         for (int j = 0; j < KW; j++) {                                                     \
                             const int q = p * SW + j * DW;                                                 \
                             if (q >= q_lo && q < q_hi)                                                     \
-                                acc += x[i * row_step + (iw0 + q) * col_step + v * lanes + l] *            \
+                                acc += x[i * row_step + (iw0 + q + on) * col_step + v * lanes + l] *       \
                                        w[v * w_block_step + i * w_row_step + j * lanes + l];               \
                         }                                                                                  \
-                    y[p * y_pix_step + v * lanes + l] = dwcy_activate_##T(acc, activation);                \
+                    y[(p + on) * y_pix_step + v * lanes + l] = dwcy_activate_##T(acc, activation);         \
                 }                                                                                          \
     }
 #endif
@@ -587,10 +627,12 @@ typedef enum {
 } dwcy_row_tile;
 #define DWCY_DW_FIXED_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, w_block_step, nkh, bias, y, \
                            y_pix_step, npix, lo, hi, activation
-/* A tile of two vectors (TILE##x2) or of one, of whole vectors or masked. */
+/* A tile of two vectors (TILE##x2) or of one, of whole vectors or masked: two vectors with a head (lo > 0,
+ * the first block of a phase) have a whole second one (a phase only where channels fill whole blocks). */
 #define DWCY_DW_FIXED_CALL(TILE)                                                                              \
     do {                                                                                                      \
         if (two && whole) TILE##x2(DWCY_DW_FIXED_ARGS);                                                       \
+        else if (two && lo > 0) TILE##x2_head(DWCY_DW_FIXED_ARGS);                                            \
         else if (two) TILE##x2_masked(DWCY_DW_FIXED_ARGS);                                                    \
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \

@@ -106,7 +106,7 @@ cdef int _sep_run_packed(const floating *x, const floating *dw_weight, const flo
     # depthwise tiles' stores to be as aligned as their loads (_dw_phase).
     cdef int lanes = _lanes(x)
     cdef Py_ssize_t phase = _dw_phase(x, g)
-    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes, phase) if dw_packed_ahead == NULL else 0
+    cdef Py_ssize_t dw_size = _dw_packed_size(g, lanes) if dw_packed_ahead == NULL else 0
     cdef Py_ssize_t band_size = _round_up(phase + band_rows * g.ow * k, lanes)
     cdef Py_ssize_t per_thread = band_size + _dw_expand_size(g, sizeof(floating))
     cdef floating *block = <floating *>dwcy_malloc64((dw_size + threads * per_thread) * sizeof(floating))
