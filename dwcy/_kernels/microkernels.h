@@ -398,16 +398,16 @@ static inline void dwcy_load_merge_double(dwcy_vf64 *v, const double *src, unsig
 #if DWCY_VECTOR_EXTENSIONS
 /* One tap row i of the tile below: the loads of the input columns not SKIPped, and their FMAs. */
 #define DWCY_LOAD_WHOLE(T, v, dst, src) memcpy(&(dst), (src), sizeof(dst))
-#define DWCY_LOAD_MASKED(T, v, dst, src)                                                                     \
+#define DWCY_LOAD_MASKED(T, v, dst, src, next)                                                               \
     do {                                                                                                     \
         dwcy_load_##T(&(dst), (src), mask[v]);                                                               \
-        if ((v) == 0) dwcy_load_merge_##T(&(dst), (src) + col_step, wrapmask);                               \
+        if ((v) == 0) dwcy_load_merge_##T(&(dst), (next), wrapmask);                                         \
     } while (0)
 #if DWCY_DW_DUP2
 /* Multiplier 2 from the input itself: the lanes inmask of the input vector at the first vector's source hold
  * the channels of both output vectors, each channel twice over: its lower half (0, 0, 1, 1, ...) is vector 0,
  * its upper half vector 1. */
-#define DWCY_LOAD_DUP2(T, v, dst, src)                                                                       \
+#define DWCY_LOAD_DUP2(T, v, dst, src, next)                                                                 \
     do {                                                                                                     \
         if ((v) == 0) dwcy_load_##T(&xin, (src), inmask);                                                    \
         (dst) = (v) == 0 ? dwcy_dup_lo_##T(xin) : dwcy_dup_hi_##T(xin);                                      \
@@ -439,7 +439,7 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, KW, SW, DW); q++) {                                  \
             if (SKIP) continue;                                                                                \
             DWCY_UNROLL for (int v = 0; v < NVEC; v++) {                                                       \
-                if (MASKED_V(v)) LOAD(T, v, xv[v], xr + q * col_step + v * lanes);                            \
+                if (MASKED_V(v)) LOAD(T, v, xv[v], xr + q * col_step + v * lanes, xr + (q + 1) * col_step);    \
                 else DWCY_LOAD_WHOLE(T, v, xv[v], xr + q * col_step + v * lanes);                              \
             }                                                                                                  \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                       \
@@ -454,25 +454,25 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
  * masked?), the others whole: NAME, none (lo = 0, hi = LANES); NAME_head, the first (any lo: a phase's
  * wrapped block; the others whole, hi = LANES); NAME_masked, the last (any hi: a channel tail; with one
  * vector any lo and hi, with two lo = 0). Masked vectors cost: their loads are not operands of the FMAs, and
- * a wrapped one takes two (a 7-pixel, 2-vector tile of stride 2 ran 1.5x slower with both masked, 1.8x with
- * the first wrapped).
+ * a wrapped one takes two (in L1, a 7-pixel, 2-vector tile of stride 2 ran 1.5x slower with both masked, 1.6x
+ * with the first wrapped, 1.1x with the last masked).
  */
 #define DWCY_DW_MASKED_NONE(v) 0
 #define DWCY_DW_MASKED_FIRST(v) ((v) == 0)
 #define DWCY_DW_MASKED_LAST(v) ((v) == nvec - 1) /* (nvec: the body's NVEC) */
 #define DWCY_DW_MASKED_ALL(v) 1
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_NONE, DWCY_LOAD_MASKED)   \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_NONE, DWCY_LOAD_MASKED, ) \
     DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_head, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_FIRST,             \
-                                   DWCY_LOAD_MASKED)                                                           \
+                                   DWCY_LOAD_MASKED, )                                  \
     DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_LAST,            \
-                                   DWCY_LOAD_MASKED)
+                                   DWCY_LOAD_MASKED, )
 /* NAME_dup2: multiplier 2, x the input at the channels of the first output vector, lanes [0, hi) of the last
  * stored (masked loads and stores: lo = 0). */
 #define DWCY_DEFINE_DW_TILE_DUP2(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                            \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_ALL, DWCY_LOAD_DUP2)
-#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED_V, MASKED_LOAD)               \
-    static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_ALL, DWCY_LOAD_DUP2, )
+#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED_V, MASKED_LOAD, ATTRIBUTES)   \
+    static inline ATTRIBUTES void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
                             const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int lo, int hi, int activation) \
     {                                                                                                      \
