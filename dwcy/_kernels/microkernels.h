@@ -86,7 +86,7 @@
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
 #define DWCY_DW_NARROW_PIXELS 7
 #define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + up to 7 x 2 weights + 2 inputs of 32 */
-#define DWCY_DW_ALIGN_MIN_BLOCKS 8 /* 2 (C = 32) ran 0.75x, 6 (C = 96) 1.00x, 9 or more 1.1-1.3x */
+#define DWCY_DW_ALIGN_MIN_BLOCKS 2 /* 1 (C = 16) ran 0.9x; 2 or more 0.97-1.25x (C = 32 to 96) */
 #define DWCY_DW_DUP2 1
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #define DWCY_GEMM_MR1 7
