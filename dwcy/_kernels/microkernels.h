@@ -282,18 +282,6 @@ static inline void dwcy_store_double(double *dst, const dwcy_vf64 *v, unsigned m
     for (int l = 0; l < DWCY_LANES_F64; l++)
         if (mask >> l & 1u) dst[l] = (*v)[l];
 }
-static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, unsigned mask)
-{
-    *v = (dwcy_vf32){0};
-    for (int l = 0; l < DWCY_LANES_F32; l++)
-        if (mask >> l & 1u) (*v)[l] = src[l];
-}
-static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned mask)
-{
-    *v = (dwcy_vf64){0};
-    for (int l = 0; l < DWCY_LANES_F64; l++)
-        if (mask >> l & 1u) (*v)[l] = src[l];
-}
 static inline void dwcy_load_merge_float(dwcy_vf32 *v, const float *src, unsigned mask)
 {
     for (int l = 0; l < DWCY_LANES_F32; l++)
@@ -303,6 +291,16 @@ static inline void dwcy_load_merge_double(dwcy_vf64 *v, const double *src, unsig
 {
     for (int l = 0; l < DWCY_LANES_F64; l++)
         if (mask >> l & 1u) (*v)[l] = src[l];
+}
+static inline void dwcy_load_float(dwcy_vf32 *v, const float *src, unsigned mask)
+{
+    *v = (dwcy_vf32){0};
+    dwcy_load_merge_float(v, src, mask);
+}
+static inline void dwcy_load_double(dwcy_vf64 *v, const double *src, unsigned mask)
+{
+    *v = (dwcy_vf64){0};
+    dwcy_load_merge_double(v, src, mask);
 }
 #endif
 #endif
