@@ -282,6 +282,12 @@ cdef inline Py_ssize_t _dw_lane_channel(Py_ssize_t lane, Py_ssize_t phase, Py_ss
     return c + channels if c < 0 else c
 
 
+cdef inline Py_ssize_t _dw_channel_lane(Py_ssize_t channel, Py_ssize_t phase, Py_ssize_t channels) noexcept nogil:
+    """The lane of a channel in the channel blocks at this phase (_dw_lane_channel's inverse)."""
+    cdef Py_ssize_t lane = channel + phase
+    return lane - channels if lane >= channels else lane
+
+
 cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps, Py_ssize_t channels,
                    int lanes, Py_ssize_t phase, floating *wpack, floating *bpack, Py_ssize_t b0,
                    Py_ssize_t b1) noexcept nogil:
@@ -469,7 +475,7 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                 for j in range(g.kw):
                     if r.kh0 <= i < r.kh0 + r.nkh and kw0 <= j < kw0 + nkw:
                         continue
-                    p = ch + r.phase if ch + r.phase < co else ch + r.phase - co  # its lane in the packed blocks
+                    p = _dw_channel_lane(ch, r.phase, co)
                     v = wpack[((p // lanes) * taps + i * g.kw + j) * lanes + p % lanes]
                     if v - v != 0:
                         yrow[ow * co + ch] = 0 * v  # NaN

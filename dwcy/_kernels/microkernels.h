@@ -460,17 +460,17 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
 #define DWCY_DW_MASKED_LAST(v) ((v) == nvec - 1) /* (nvec: the body's NVEC) */
 #define DWCY_DW_MASKED_ALL(v) 1
 #define DWCY_DEFINE_DW_TILE_FIXED(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                           \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_NONE, DWCY_LOAD_MASKED, ) \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_NONE, DWCY_LOAD_MASKED)   \
     DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_head, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_FIRST,             \
-                                   DWCY_LOAD_MASKED, )                                  \
+                                   DWCY_LOAD_MASKED)                                                           \
     DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_masked, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_LAST,            \
-                                   DWCY_LOAD_MASKED, )
+                                   DWCY_LOAD_MASKED)
 /* NAME_dup2: multiplier 2, x the input at the channels of the first output vector, lanes [0, hi) of the last
  * stored (masked loads and stores: lo = 0). */
 #define DWCY_DEFINE_DW_TILE_DUP2(NAME, T, V, NPIX, NVEC, KW, SW, DW)                                            \
-    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_ALL, DWCY_LOAD_DUP2, )
-#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED_V, MASKED_LOAD, ATTRIBUTES)   \
-    static inline ATTRIBUTES void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
+    DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME##_dup2, T, V, NPIX, NVEC, KW, SW, DW, DWCY_DW_MASKED_ALL, DWCY_LOAD_DUP2)
+#define DWCY_DEFINE_DW_TILE_FIXED_BODY(NAME, T, V, NPIX, NVEC, KW, SW, DW, MASKED_V, MASKED_LOAD)               \
+    static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, ptrdiff_t w_block_step, int nkh,    \
                             const T *bias, T *y, ptrdiff_t y_pix_step, int npix, int lo, int hi, int activation) \
     {                                                                                                      \
