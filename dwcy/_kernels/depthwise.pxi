@@ -664,8 +664,15 @@ cdef inline bint _dw_blocks_own_lines(const floating *y, const DwGeometry *g, Py
     return (g.c * g.m) % _lanes(y) == 0 and (<uintptr_t>y - <uintptr_t>(phase * sizeof(floating))) % DWCY_VBYTES == 0
 
 
+cdef inline Py_ssize_t _dw_band_start(const DwGeometry *g, Py_ssize_t bands, Py_ssize_t band) noexcept nogil:
+    """The first output row of band ``band`` of ``bands`` (band = bands: out_h): rows shared as evenly as they
+    go, so that threads taking even runs of bands get even work (bands of whole ceil(out_h / bands) rows split
+    56x56x144 stride 2's 28 rows 16 : 12 on two threads)."""
+    return band * g.oh // bands
+
+
 cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int threads, bint weights_finite,
-                    bint own_lines, Py_ssize_t *band_rows, Py_ssize_t *groups) noexcept nogil:
+                    bint own_lines, Py_ssize_t *bands, Py_ssize_t *groups) noexcept nogil:
     """Work items: bands of output rows x groups of channel blocks (_dw_band). One image's rows and channels
     a work item, or with several threads and few images, four items or more per thread: for an image whose
     input fits in L2, groups of channels first (each reads its own slice of every row, and keeps the rows
@@ -677,15 +684,15 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
     16 bytes into one, and 14x14x389 (a channel tail) 1.5x."""
     cdef Py_ssize_t want = 4 * threads if threads > 1 else 1
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    cdef Py_ssize_t grp = 1, bands = 1
+    cdef Py_ssize_t grp = 1, nb = 1
     if g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize):
         grp = max(1, min(blocks // DWCY_DW_FIXED_VECTORS, (want + g.n - 1) // g.n))
     if g.n * grp < want:
-        bands = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))
-    if grp > 1 and not own_lines and (g.n * bands) % threads != 0:  # (else each thread takes whole bands)
+        nb = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))
+    if grp > 1 and not own_lines and (g.n * nb) % threads != 0:  # (else each thread takes whole bands)
         grp = 1
-        bands = min(g.oh, (want + g.n - 1) // g.n)
-    band_rows[0] = (g.oh + bands - 1) // bands  # even bands
+        nb = min(g.oh, (want + g.n - 1) // g.n)
+    bands[0] = nb
     groups[0] = grp
 
 
@@ -713,8 +720,7 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
     work.packed = packed.weights if packed != NULL else NULL
     work.finite = packed.finite if packed != NULL else _all_finite(weight, g.kh * g.kw * g.c * g.m)
     _dw_split(g, _lanes(x), sizeof(floating), threads, work.finite, _dw_blocks_own_lines(y, g, work.phase),
-              &work.band_rows, &work.groups)
-    work.bands = (g.oh + work.band_rows - 1) // work.band_rows  # per image
+              &work.bands, &work.groups)
     cdef Py_ssize_t items = g.n * work.bands * work.groups
     threads = <int>min(threads, items)
     # Per thread: its packed weights (unless packed ahead), then its expansion buffer (multiplier), 64-byte
@@ -748,7 +754,7 @@ cdef int _dw_run(const floating *x, const floating *weight, const floating *bias
 
 ctypedef struct DwWork:
     # How _dw_run splits a call into work items: item = (n * bands + band) * groups + group.
-    Py_ssize_t band_rows, bands   # output rows of a band; bands per image
+    Py_ssize_t bands              # bands of output rows per image (_dw_band_start)
     Py_ssize_t groups             # groups of channel blocks
     bint finite                   # are the weights all finite (_dw_band)
     Py_ssize_t phase              # of the channel blocks (_dw_phase)
@@ -771,7 +777,8 @@ cdef void _dw_items(const floating *x, const floating *weight, const floating *b
     for item in range(first, end):
         band = item // work.groups
         n = band // work.bands
-        oh0 = (band - n * work.bands) * work.band_rows
-        _dw_band(x, g, n * g.oh + oh0, min(work.band_rows, g.oh - oh0), wpack, y + (n * g.oh + oh0) * row_size,
+        oh0 = _dw_band_start(g, work.bands, band - n * work.bands)
+        _dw_band(x, g, n * g.oh + oh0, _dw_band_start(g, work.bands, band - n * work.bands + 1) - oh0, wpack,
+                 y + (n * g.oh + oh0) * row_size,
                  buffer + pack_size, work.finite, work.phase, item % work.groups, work.groups)
     dwcy_fpu_exit(flush, fpu)
