@@ -297,22 +297,24 @@ cdef void _dw_pack(const floating *weight, const floating *bias, Py_ssize_t taps
     channel tail).
 
     Whole blocks by copies of a size known at compile time (vector moves): a memcpy call per block cost
-    more than small images take to convolve."""
+    more than small images take to convolve. Block by block, so that the writes run in memory order (and the
+    reads as ``taps`` streams): tap by tap, with the bias lane by lane, it took a tenth of a 7x7x960 call."""
     cdef Py_ssize_t first = max(b0, 1 if phase > 0 else 0), full = max(first, min(b1, (channels + phase) // lanes))
     cdef Py_ssize_t b, t, l, c
-    for t in range(taps):  # reading weight in memory order
-        for b in range(first, full):
-            memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes - phase, DWCY_VBYTES)
-    for b in range(b0, b1):  # the others: the wrapped block of a phase, the channel tail
+    for b in range(b0, b1):
         if first <= b < full:
+            for t in range(taps):
+                memcpy(wpack + (b * taps + t) * lanes, weight + t * channels + b * lanes - phase, DWCY_VBYTES)
+            if bias != NULL:
+                memcpy(bpack + b * lanes, bias + b * lanes - phase, DWCY_VBYTES)
+            else:
+                memset(bpack + b * lanes, 0, DWCY_VBYTES)
             continue
-        for t in range(taps):
-            for l in range(lanes):
-                c = _dw_lane_channel(b * lanes + l, phase, channels)
+        for l in range(lanes):  # the wrapped block of a phase, the channel tail
+            c = _dw_lane_channel(b * lanes + l, phase, channels)
+            for t in range(taps):
                 wpack[(b * taps + t) * lanes + l] = weight[t * channels + c] if c < channels else 0
-    for l in range(b0 * lanes, b1 * lanes):
-        c = _dw_lane_channel(l, phase, channels)
-        bpack[l] = bias[c] if bias != NULL and c < channels else 0
+            bpack[b * lanes + l] = bias[c] if bias != NULL and c < channels else 0
 
 
 cdef void _dw_pixel(const DwRow *r, const DwGeometry *g, Py_ssize_t ow, const floating *wpack,
