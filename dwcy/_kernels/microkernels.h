@@ -492,19 +492,20 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         /* pixel p, q runs up through its taps j = 0, 1, ... as q grows. Which columns to skip is known */  \
         /* at compile time for interior tiles and for tiles that meet the padding of 'same' (half the */    \
         /* kernel's span) on either side or both (every tile of a 7-pixel row): testing each column took */ \
-        /* 3x3 stride-2 tiles 20 % longer. Any other tile tests them. */                                   \
+        /* 3x3 stride-2 tiles 20 % longer. Any other tile tests them, as do all those of a channel tail */ \
+        /* (rarely hot: left out, they build faster). */                                                   \
         const int span = DWCY_DW_SPAN(NPIX, KW, SW, DW), cut_r = span - q_hi; /* (cut_l: q_lo) */          \
-        const int pad = (KW - 1) * DW / 2;                                                                 \
+        const int pad = (KW - 1) * DW / 2, edges = !MASKED_V(NVEC - 1);                                    \
         if (q_lo == 0 && cut_r == 0)                                                                       \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, 0, MASKED_V, MASKED_LOAD)              \
-        else if (q_lo == 0 && cut_r == pad)                                                                \
+        else if (edges && q_lo == 0 && cut_r == pad)                                                       \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, q >= span - pad, MASKED_V, MASKED_LOAD) \
-        else if (q_lo == pad && cut_r == 0)                                                                \
+        else if (edges && q_lo == pad && cut_r == 0)                                                       \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, q < pad, MASKED_V, MASKED_LOAD)        \
-        else if (q_lo == pad && cut_r == pad)                                                              \
+        else if (edges && q_lo == pad && cut_r == pad)                                                     \
             for (int i = 0; i < nkh; i++)                                                                  \
                 DWCY_DW_FIXED_TAP_ROW(T, V, NPIX, NVEC, KW, SW, DW, q < pad || q >= span - pad, MASKED_V,   \
                                       MASKED_LOAD)                                                         \
