@@ -77,12 +77,13 @@ def _env_flag(name, default):
 def _sanitizer_flags():
     """-fsanitize=... from DWCY_SANITIZE (e.g. "address,undefined"), or none.
 
-    UBSan is made fatal (-fno-sanitize-recover) so that a report fails the test that caused it.
+    UBSan is made fatal (-fno-sanitize-recover) so that a report fails the test that caused it. -g1: the line
+    tables that reports need, not the full debug information (the build took 6.4 minutes with it, 4.5 without).
     """
     checks = os.environ.get("DWCY_SANITIZE", "").strip()
     if not checks:
         return []
-    return [f"-fsanitize={checks}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+    return [f"-fsanitize={checks}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g1"]
 
 
 def _openmp_flags(compiler):
@@ -145,7 +146,9 @@ class BuildExt(build_ext):
         compiler = self.compiler
         msvc = compiler.compiler_type == "msvc"
         debug = _env_flag("DWCY_DEBUG", "0")
-        compile_args = (["/Od"] if debug else ["/O2"]) if msvc else (["-O0", "-g"] if debug else ["-O3"])
+        # -g0: no debug information (Python's own flags ask for it) in the unrolled tiles: the avx512 module
+        # built in 70 s and took 7.7 MB with it, 49 s and 0.9 MB without.
+        compile_args = (["/Od"] if debug else ["/O2"]) if msvc else (["-O0", "-g"] if debug else ["-O3", "-g0"])
         link_args = []
         if not msvc:
             if _env_flag("DWCY_NATIVE", "0") and _compiles(compiler, "int main(void){return 0;}\n",
