@@ -117,6 +117,26 @@ def test_random_configurations(config):
                     dilation=config["dilation"], activation=config["activation"])
 
 
+# ------------------------------------------------------------------------------------------ edge tiles
+
+
+@dtypes
+@pytest.mark.parametrize("symmetric", [False, True], ids=["same", "symmetric"])
+@pytest.mark.parametrize("out_w", [7, 8, 14, 16])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("kernel_size", [3, 5, 7])
+def test_rows_of_one_or_two_tiles(rng, kernel_size, dilation, stride, out_w, symmetric, dtype):
+    """Rows whose every tile meets padding: a tile as wide as the row (7 or 8 pixels with AVX-512: both
+    edges) or two (a left edge, then a right one), with 'same' padding or the same number of columns on
+    both sides: the tiles that know their skipped columns at compile time (microkernels.h)."""
+    c = 2 * LANES[dtype]  # whole vectors: those tiles (the channel tails' test their columns: the grid above)
+    x, weight, bias = depthwise_inputs(rng, dtype, n=1, h=5, w=out_w * stride, c=c, kh=kernel_size,
+                                       multiplier=None)
+    padding = (kernel_size - 1) * dilation // 2 if symmetric else "same"
+    y = check_depthwise(x, weight, bias, stride=stride, dilation=dilation, padding=padding)
+    assert y.shape[2] == out_w
+
 # ----------------------------------------------------------------------------------------- edge sizes
 
 EDGE_CASES = {
