@@ -769,7 +769,7 @@ cdef void _dw_items(const floating *x, const floating *weight, const floating *b
     """Work items [first, end), in one thread: the blocks they read packed into ``buffer`` first (pack_size
     elements; none when work.packed has them); the rest of ``buffer`` is the expansion buffer (multiplier)."""
     cdef Py_ssize_t row_size = g.ow * g.c * g.m
-    cdef Py_ssize_t item, band, n, oh0
+    cdef Py_ssize_t item, band, n, oh0, oh1
     cdef const floating *wpack = <const floating *>work.packed if work.packed != NULL else buffer
     if first >= end:
         return
@@ -780,7 +780,7 @@ cdef void _dw_items(const floating *x, const floating *weight, const floating *b
         band = item // work.groups
         n = band // work.bands
         oh0 = _dw_band_start(g, work.bands, band - n * work.bands)
-        _dw_band(x, g, n * g.oh + oh0, _dw_band_start(g, work.bands, band - n * work.bands + 1) - oh0, wpack,
-                 y + (n * g.oh + oh0) * row_size,
+        oh1 = _dw_band_start(g, work.bands, band - n * work.bands + 1)
+        _dw_band(x, g, n * g.oh + oh0, oh1 - oh0, wpack, y + (n * g.oh + oh0) * row_size,
                  buffer + pack_size, work.finite, work.phase, item % work.groups, work.groups)
     dwcy_fpu_exit(flush, fpu)
