@@ -686,16 +686,21 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
     16 bytes into one, and 14x14x389 (a channel tail) 1.5x."""
     cdef Py_ssize_t want = 4 * threads if threads > 1 else 1
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    cdef Py_ssize_t grp = 1, nb = 1
+    cdef Py_ssize_t grp = 1
     if g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize):
         grp = max(1, min(blocks // DWCY_DW_FIXED_VECTORS, (want + g.n - 1) // g.n))
-    if g.n * grp < want:
-        nb = min(g.oh, (want + g.n * grp - 1) // (g.n * grp))
-    if grp > 1 and not own_lines and (g.n * nb) % threads != 0:  # (else each thread takes whole bands)
+    if grp > 1 and not own_lines and (g.n * _dw_bands(g, want, grp)) % threads != 0:  # (else whole bands each)
         grp = 1
-        nb = min(g.oh, (want + g.n - 1) // g.n)
-    bands[0] = nb
+    bands[0] = _dw_bands(g, want, grp)
     groups[0] = grp
+
+
+cdef inline Py_ssize_t _dw_bands(const DwGeometry *g, Py_ssize_t want, Py_ssize_t groups) noexcept nogil:
+    """Bands of output rows per image (at most out_h) for ``want`` work items in all, with ``groups`` groups
+    of channel blocks an image (_dw_split)."""
+    if g.n * groups >= want:
+        return 1
+    return min(g.oh, (want + g.n * groups - 1) // (g.n * groups))
 
 
 cdef enum:
