@@ -54,13 +54,11 @@
  *                  while every panel of W passes over them), and at most this many MR-row tiles
  * DWCY_GEMM_KC     pointwise: the most input channels in a block of K (K is split evenly into blocks),
  *                  so that a panel's block (KC x NR) stays in L1
- * DWCY_GEMM_TILE_PACKS_BELOW
- *                  pointwise, a single block of rows: when W's rows are closer than this many bytes, the
- *                  first tile over a panel's block reads it in place and packs it as it goes; farther
- *                  apart (a new page each), a copy loop packs it first, keeping more of its loads in flight
  * DWCY_GEMM_PACK_PREFETCH
- *                  pointwise: rows of W a tile that packs it (above) prefetches ahead: in a network, W comes
- *                  cold from L3 or memory, and its rows, Cout apart, defeat the hardware prefetchers
+ *                  pointwise, a single block of rows: rows of W prefetched ahead by the first tile over a
+ *                  panel's block, which reads W in place and packs the block as it goes (pointwise.pxi's
+ *                  _gemm_rows): in a network, W comes cold from L3 or memory, and its rows, Cout apart,
+ *                  defeat the hardware prefetchers
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us),
  *                  counted as pointwise ones: a depthwise multiply-add counts DWCY_DW_MADD_COST of them
@@ -75,7 +73,6 @@
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320
-#define DWCY_GEMM_TILE_PACKS_BELOW 4096
 #define DWCY_GEMM_PACK_PREFETCH 16
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)

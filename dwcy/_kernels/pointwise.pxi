@@ -39,7 +39,6 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_KC
-    int DWCY_GEMM_TILE_PACKS_BELOW
     void dwcy_pack_panel_f32(const float *w, Py_ssize_t k, Py_ssize_t ldw, int cols, float *panel) noexcept
     void dwcy_pack_panel_f64(const double *w, Py_ssize_t k, Py_ssize_t ldw, int cols, double *panel) noexcept
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
@@ -222,8 +221,10 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
     K is taken in blocks (the tiles carry the partial sums over in c); the tiles read whole vectors from
     the packed panels and store only the panel's columns. With ``weight`` (k, n) (and gw.panels_data
     NULL), each block of a panel is packed into ``panel`` (kc x nr) as its tiles need it: by the first tile,
-    which reads it in place, when W's rows are close (DWCY_GEMM_TILE_PACKS_BELOW; the copy then costs
-    next to nothing: those loads are the tile's own), else by a copy loop just before.
+    which reads it in place (the copy then costs next to nothing: those loads are the tile's own, and they
+    overlap its FMAs; a copy loop before the tiles, once kept for W's rows a page or more apart, ran 7x7
+    320->1280 1.09-1.15x slower at two threads, 1.04x at one with W cold), or, for a last panel narrower
+    than nr, by a copy loop that pads it with zeros.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = unit_rows
     cdef Py_ssize_t tiles = (rows + mr - 1) // mr
@@ -240,7 +241,7 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             col = p * nr
             row0 = max(first - p * tiles, 0) * mr
             row1 = min(min(end - p * tiles, tiles) * mr, rows)
-            if weight != NULL and n - col >= nr and n * sizeof(floating) < DWCY_GEMM_TILE_PACKS_BELOW:
+            if weight != NULL and n - col >= nr:
                 _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, weight + k0 * n + col, n,
                            <const floating *>gw.bias + col, c + row0 * n + col, n, <int>nr, k0 == 0, act, unit_rows,
                            panel)
