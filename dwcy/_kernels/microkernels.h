@@ -54,6 +54,9 @@
  *                  while every panel of W passes over them), and at most this many MR-row tiles
  * DWCY_GEMM_KC     pointwise: the most input channels in a block of K (K is split evenly into blocks),
  *                  so that a panel's block (KC x NR) stays in L1
+ * DWCY_GEMM_L1_W_BYTES
+ *                  pointwise: a W whose packed panels fill at most this many bytes stays in L1 while every
+ *                  row tile passes over all its panels: A and C then pass once each, in memory order
  * DWCY_GEMM_PACK_PREFETCH
  *                  pointwise, a single block of rows: rows of W prefetched ahead by the first tile over a
  *                  panel's block, which reads W in place and packs the block as it goes (pointwise.pxi's
@@ -73,6 +76,7 @@
 #define DWCY_GEMM_BLOCK_BYTES (256 * 1024)
 #define DWCY_GEMM_MAX_TILES 16
 #define DWCY_GEMM_KC 320
+#define DWCY_GEMM_L1_W_BYTES (32 * 1024)
 #define DWCY_GEMM_PACK_PREFETCH 16
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)

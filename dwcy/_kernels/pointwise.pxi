@@ -11,6 +11,10 @@
 #         for each MR-row tile of the block     (A rows stream through L1)
 #           register tile over the KC; bias first, activation last, store
 #
+# A W small enough to stay in L1 whole (DWCY_GEMM_L1_W_BYTES: the expansions of the large layers, 16->96,
+# 24->144, 32->192) swaps the two inner loops: each tile passes over every panel, so that A and C pass once,
+# in memory order (_gemm_rows_by_tile).
+#
 # Threads share the (block, panel, tile) units in even, contiguous runs (_pw_run_packed, _gemm_rows).
 #
 # W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
@@ -39,6 +43,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_BLOCK_BYTES
     int DWCY_GEMM_MAX_TILES
     int DWCY_GEMM_KC
+    int DWCY_GEMM_L1_W_BYTES
     void dwcy_pack_panel_f32(const float *w, Py_ssize_t k, Py_ssize_t ldw, int cols, float *panel) noexcept
     void dwcy_pack_panel_f64(const double *w, Py_ssize_t k, Py_ssize_t ldw, int cols, double *panel) noexcept
     void dwcy_gemm_f32_mrx2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
@@ -117,15 +122,20 @@ cdef void _gemm_pack_bias(const floating *bias, const GemmWeights *gw, floating 
 cdef void _gemm_pack(const floating *weight, const floating *bias, Py_ssize_t k, Py_ssize_t n,
                      floating *packed, GemmWeights *gw) noexcept nogil:
     """Pack weight (k, n) and bias (n,) or NULL into ``packed`` (_gemm_packed_size elements); fill gw."""
-    cdef Py_ssize_t p, k0 = 0, kcb
     _gemm_describe(k, n, _lanes(weight), packed, packed + k * _gemm_padded_n(n, _lanes(weight)), gw)
-    while k0 < k:
-        kcb = min(gw.kc, k - k0)
+    _gemm_pack_panels(weight, gw)
+    _gemm_pack_bias(bias, gw, <floating *>gw.bias)
+
+
+cdef void _gemm_pack_panels(const floating *weight, const GemmWeights *gw) noexcept nogil:
+    """Pack weight (gw.k, gw.n) into the panels at gw.panels_data (k x padded n elements)."""
+    cdef Py_ssize_t p, k0 = 0, kcb, n = gw.n
+    while k0 < gw.k:
+        kcb = min(gw.kc, gw.k - k0)
         for p in range(gw.panels):
             _pack_panel(weight + k0 * n, kcb, n, p * gw.nr, min(gw.nr, n - p * gw.nr), gw.nr,
                         <floating *>_gemm_panel(gw, k0, p, weight))
         k0 += kcb
-    _gemm_pack_bias(bias, gw, <floating *>gw.bias)
 
 
 cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssize_t col, Py_ssize_t cols,
@@ -208,6 +218,33 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
 cdef inline Py_ssize_t _gemm_units(Py_ssize_t panels, Py_ssize_t rows, int unit_rows) noexcept nogil:
     """Units of work of ``rows`` rows (_gemm_rows): every panel x every tile of unit_rows rows."""
     return panels * ((rows + unit_rows - 1) // unit_rows)
+
+
+cdef inline bint _gemm_w_in_l1(Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t itemsize) noexcept nogil:
+    """Do W's packed panels, two or more, all stay in L1 while the tiles pass (DWCY_GEMM_L1_W_BYTES)? Then
+    the tiles run row tile by row tile, each over every panel (_gemm_rows_by_tile), not panel by panel."""
+    return _gemm_panels(n, lanes) > 1 and k * _gemm_padded_n(n, lanes) * itemsize <= DWCY_GEMM_L1_W_BYTES
+
+
+cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
+                             Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows) noexcept nogil:
+    """_gemm_rows for a packed W that stays in L1 (_gemm_w_in_l1: one block of K), unit u being panel
+    u % panels of tile u // panels: each tile's rows of A are read once, and its rows of C written whole, in
+    memory order. Panel by panel, a 112x112 16->96 layer wrote every row of C in three passes of two cache
+    lines, and ran slower than the stores stream."""
+    cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, panels = gw.panels
+    cdef Py_ssize_t t, p, row0, col, tile_rows
+    cdef const floating *b0 = <const floating *>gw.panels_data
+    end = min(end, _gemm_units(panels, rows, unit_rows))
+    if first >= end:
+        return
+    for t in range(first // panels, (end - 1) // panels + 1):
+        row0 = t * unit_rows
+        tile_rows = min(unit_rows, rows - row0)
+        for p in range(max(first - t * panels, 0), min(end - t * panels, panels)):
+            col = p * nr
+            _gemm_cols(k, a + row0 * k, k, tile_rows, b0 + p * k * nr, nr, <const floating *>gw.bias + col,
+                       c + row0 * n + col, n, <int>min(nr, n - col), True, activation, unit_rows)
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
@@ -315,7 +352,9 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
     """
     cdef PwWork work
     cdef int threads = _pw_split(pixels, gw.k, gw.n, _lanes(x), sizeof(floating), num_threads, &work)
-    cdef Py_ssize_t panel_size = gw.kc * gw.nr if weight != NULL else 0
+    cdef Py_ssize_t panel_size = 0  # per thread: a panel's block, or with work.by_tile all of W
+    if weight != NULL:
+        panel_size = gw.k * gw.panels * gw.nr if work.by_tile else gw.kc * gw.nr
     cdef floating *panels = NULL
     if weight != NULL:
         panels = <floating *>dwcy_malloc64(threads * panel_size * sizeof(floating))
@@ -339,6 +378,7 @@ ctypedef struct PwWork:
     int unit_rows           # rows of a unit's tile: DWCY_GEMM_MR, or 4 when those units are too few
     Py_ssize_t units        # units of a block (the last block's extra ones are empty)
     Py_ssize_t items        # in all
+    bint by_tile            # units tile by tile (_gemm_rows_by_tile), not panel by panel (_gemm_rows)
 
 
 cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t itemsize,
@@ -350,6 +390,7 @@ cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lan
     cdef int threads
     work.block_rows = _gemm_block_rows(pixels, k, itemsize)
     work.unit_rows = DWCY_GEMM_MR
+    work.by_tile = _gemm_w_in_l1(k, n, lanes, itemsize)
     while True:
         work.units = _gemm_units(_gemm_panels(n, lanes), work.block_rows, work.unit_rows)
         work.items = (pixels + work.block_rows - 1) // work.block_rows * work.units
@@ -364,12 +405,23 @@ cdef void _pw_items(const GemmWeights *gw, const floating *x, floating *y, Py_ss
                     const floating *weight, floating *panel, bint flush) noexcept nogil:
     """Work items [first, end) (PwWork), in one thread (``flush``: FTZ/DAZ while they run)."""
     cdef Py_ssize_t block, row0, units = work.units
+    cdef GemmWeights mine
     if first >= end:
         return
+    if work.by_tile and weight != NULL:  # all of W, packed into this thread's buffer (it stays in L1)
+        mine = gw[0]
+        mine.panels_data = panel
+        _gemm_pack_panels(weight, &mine)
+        gw = &mine
     cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for block in range(first // units, (end - 1) // units + 1):
         row0 = block * work.block_rows
-        _gemm_rows(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
-                   max(first - block * units, 0), min(end - block * units, units), activation, work.unit_rows,
-                   weight, panel)
+        if work.by_tile:
+            _gemm_rows_by_tile(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
+                               max(first - block * units, 0), min(end - block * units, units), activation,
+                               work.unit_rows)
+        else:
+            _gemm_rows(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
+                       max(first - block * units, 0), min(end - block * units, units), activation,
+                       work.unit_rows, weight, panel)
     dwcy_fpu_exit(flush, fpu)
