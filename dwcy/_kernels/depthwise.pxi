@@ -676,23 +676,35 @@ cdef inline Py_ssize_t _dw_band_start(const DwGeometry *g, Py_ssize_t bands, Py_
 cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int threads, bint weights_finite,
                     bint own_lines, Py_ssize_t *bands, Py_ssize_t *groups) noexcept nogil:
     """Work items: bands of output rows x groups of channel blocks (_dw_band). One image's rows and channels
-    a work item, or with several threads and few images, four items or more per thread: for an image whose
-    input fits in L2, groups of channels first (each reads its own slice of every row, and keeps the rows
-    consecutive output rows share in cache), then bands of rows; for a larger one, bands only. One group with a
-    multiplier (its expanded rows serve all channels) or with weights that are not all finite (the NaNs of
-    their padded taps go in after all of a row's channels). And one group where threads would run groups of
-    the same rows while their blocks share lines of y (not ``own_lines``: _dw_blocks_own_lines): on two
-    threads, bands ran 14x14x384 1.7x faster than groups so into an ``out=`` at the start of a line from an x
-    16 bytes into one, and 14x14x389 (a channel tail) 1.5x."""
+    a work item, or with several threads and few images, four items or more per thread: bands of rows,
+    so that each thread works on the rows (pixels) that the layer before, split by rows as well
+    (pointwise.pxi's _pw_threads_take_rows), left in its core's cache, and leaves its own rows there for the
+    next. Groups of channels first where rows are too few to share evenly (_dw_rows_uneven), for an image
+    whose input fits in L2 (each group reads its own slice of every row, and keeps the rows consecutive output
+    rows share in cache): on two threads, a 7-row output ran 1.15x faster in groups than in bands of 4 and 3
+    rows, but MobileNetV2's 14x14 blocks 1.2x slower (each thread read half of its input from the other
+    core's cache). One group with a multiplier (its expanded rows serve all channels) or with weights that
+    are not all finite (the NaNs of their padded taps go in after all of a row's channels). And one group
+    where threads would run groups of the same rows while their blocks share lines of y (not ``own_lines``:
+    _dw_blocks_own_lines): on two threads, bands ran 14x14x384 1.7x faster than groups so into an ``out=`` at
+    the start of a line from an x 16 bytes into one, and 14x14x389 (a channel tail) 1.5x."""
     cdef Py_ssize_t want = 4 * threads if threads > 1 else 1
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     cdef Py_ssize_t grp = 1
-    if g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize):
+    if (g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize)
+            and _dw_rows_uneven(g, threads)):
         grp = max(1, min(blocks // DWCY_DW_FIXED_VECTORS, (want + g.n - 1) // g.n))
     if grp > 1 and not own_lines and (g.n * _dw_bands(g, want, grp)) % threads != 0:  # (else whole bands each)
         grp = 1
     bands[0] = _dw_bands(g, want, grp)
     groups[0] = grp
+
+
+cdef inline bint _dw_rows_uneven(const DwGeometry *g, int threads) noexcept nogil:
+    """Would bands of rows leave the threads uneven work? When the output rows, fewer than 8 a thread, do not
+    divide among them (7 rows on two threads; 14 do)."""
+    cdef Py_ssize_t rows = g.n * g.oh
+    return rows % threads != 0 and rows < 8 * threads
 
 
 cdef inline Py_ssize_t _dw_bands(const DwGeometry *g, Py_ssize_t want, Py_ssize_t groups) noexcept nogil:
