@@ -62,6 +62,18 @@ cdef extern from "microkernels.h" nogil:
                                     const double *, double *, Py_ssize_t, int, int, int, int, double *) noexcept
     void dwcy_gemm_f64_4x2_packing(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
                                    const double *, double *, Py_ssize_t, int, int, int, int, double *) noexcept
+    void dwcy_gemm_f32_mrx2_prefetching(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                        const float *, float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_mr1x2_prefetching(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                         const float *, float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_4x2_prefetching(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                       const float *, float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_mrx2_prefetching(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                        const double *, double *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_mr1x2_prefetching(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                         const double *, double *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_4x2_prefetching(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                       const double *, double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
                             double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
@@ -149,10 +161,27 @@ cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssi
 
 cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
                        const floating *b, Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
-                       int last_cols, bint first, int activation, floating *packing) noexcept nogil:
+                       int last_cols, bint first, int activation, floating *packing,
+                       bint prefetching) noexcept nogil:
     """The register tile of mr (DWCY_GEMM_MR, DWCY_GEMM_MR1 or 4) rows, ``rows`` of them real, x one or two
     vectors (one vector: MR rows as groups of MR1, or 4); ``packing``: NULL, or where it copies the panel's
-    rows it reads (two vectors only; microkernels.h)."""
+    rows it reads; ``prefetching``: it fetches the packed panel's rows ahead (two vectors only for both;
+    microkernels.h)."""
+    if prefetching and two_vectors:
+        if floating is float:
+            if mr == DWCY_GEMM_MR:
+                dwcy_gemm_f32_mrx2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            elif mr == DWCY_GEMM_MR1:
+                dwcy_gemm_f32_mr1x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            else:
+                dwcy_gemm_f32_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        elif mr == DWCY_GEMM_MR:
+            dwcy_gemm_f64_mrx2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        elif mr == DWCY_GEMM_MR1:
+            dwcy_gemm_f64_mr1x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        else:
+            dwcy_gemm_f64_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        return
     if packing != NULL:
         if floating is float:
             if mr == DWCY_GEMM_MR:
@@ -196,11 +225,11 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
 
 cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_ssize_t rows, const floating *b,
                             Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
-                            int activation, int mr, floating *packing=NULL) noexcept nogil:
+                            int activation, int mr, floating *packing=NULL, bint prefetching=False) noexcept nogil:
     """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: mr (DWCY_GEMM_MR or 4) rows a tile, then
     what is left in tiles of DWCY_GEMM_MR1 rows while more than 4 are, then of 4. With ``packing``, b is a
     whole panel of the caller's weight: the first tile copies it there as it reads it, and the others read
-    the copy."""
+    the copy. With ``prefetching``, b is a packed panel, maybe cold: the first tile fetches it ahead."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
@@ -209,9 +238,10 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
     while i < rows:
         tile_rows = mr if i + mr <= rows else DWCY_GEMM_MR1 if rows - i > 4 else 4
         _tile(tile_rows, <int>min(tile_rows, rows - i), two_vectors, k, a + i * lda, lda, b, ldb, bias,
-              c + i * ldc, ldc, last_cols, first, activation, packing)
+              c + i * ldc, ldc, last_cols, first, activation, packing, prefetching)
         if packing != NULL:  # packed now: the other tiles read the copy
             b, ldb, packing = packing, 2 * lanes, NULL
+        prefetching = False  # the panel is in L1 now
         i += tile_rows
 
 
@@ -289,7 +319,7 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             else:
                 b = _gemm_panel(gw, k0, p, a)
             _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, b, nr, <const floating *>gw.bias + col,
-                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act, unit_rows)
+                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act, unit_rows, NULL, weight == NULL)
         k0 += kcb
 
 
