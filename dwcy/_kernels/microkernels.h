@@ -65,8 +65,8 @@
  * DWCY_GEMM_PANEL_PREFETCH
  *                  pointwise: rows of a packed panel (NR wide: 8 KB) the first tile over it prefetches ahead: in
  *                  a network the panels come cold from L3 or memory, and the hardware prefetchers, which stop
- *                  at each page, left MobileNetV2 1.2x slower than its layers timed one by one (1.03x now); the
- *                  tiles that follow find the panel in L1 and would pay for the prefetches (2 % of a layer)
+ *                  at each page, left MobileNetV2's stages 1.22-1.29x slower there than one by one (1.09-1.13x
+ *                  now); the tiles that follow find the panel in cache, and would pay for the prefetches (2 %)
  * DWCY_MIN_WORK_PER_THREAD
  *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us),
  *                  counted as pointwise ones: a depthwise multiply-add counts DWCY_DW_MADD_COST of them
