@@ -78,7 +78,8 @@ def run_child(args, timeout=120):
 
 
 def run_guarded(function, arrays, kwargs, out_shape, out_dtype, workdir, timeout=120):
-    """Call ``dwcy.<function>(**arrays, **kwargs, out=...)`` in a child with every array against a guard page.
+    """Call ``dwcy.<function>(**arrays, **kwargs, out=...)`` in a child with every array against a guard page
+    (``function`` may be dotted: ``"kernels.im2col"``).
 
     Every array of ``arrays`` and a NaN-filled ``out`` of ``out_shape`` and ``out_dtype`` are placed at
     the end of their memory (guard page after), then, in a second call, at the start (guard page before).
@@ -102,7 +103,9 @@ def _child_call(call_path, result_path, spec):
     import dwcy
 
     spec = ast.literal_eval(spec)
-    function = getattr(dwcy, spec["function"])
+    function = dwcy
+    for name in spec["function"].split("."):  # e.g. "kernels.im2col"
+        function = getattr(function, name)
     with np.load(call_path) as call:
         arrays = {name: call[name] for name in call.files}
     results = {}

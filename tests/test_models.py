@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+import _guard
 from dwcy import models
 from dwcy._layers import NetworkLayer
 from dwcy.models import STRIDES, MobileNetV2, convert_torch_state_dict
@@ -33,6 +34,53 @@ def assert_logits_close(actual, expected, rtol=1e-4):
     """Within float32 rounding of a ~53-layer network whose logits are O(1) (observed: ~5e-6 off)."""
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+def im2col_oracle(x, kernel, stride, padding):
+    """The patches by NumPy slicing of a zero-padded copy: (N, OH, OW, K*K*C), taps in (kh, kw, c) order."""
+    n, h, w, c = x.shape
+    padded = np.zeros((n, h + 2 * padding, w + 2 * padding, c), x.dtype)
+    padded[:, padding:padding + h, padding:padding + w] = x
+    out_h, out_w = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    out = np.empty((n, out_h, out_w, kernel * kernel * c), x.dtype)
+    for i in range(out_h):
+        for j in range(out_w):
+            out[:, i, j] = padded[:, i * stride:i * stride + kernel, j * stride:j * stride + kernel].reshape(n, -1)
+    return out
+
+
+# (N, H, W, C, kernel, stride, padding): the stem's, a kernel wider than the image, strides past the kernel, no
+# padding, one pixel, one channel.
+IM2COL_CASES = [(2, 9, 7, 3, 3, 2, 1), (1, 5, 5, 2, 5, 1, 2), (1, 1, 1, 3, 3, 1, 1), (3, 8, 8, 4, 3, 3, 0),
+                (1, 4, 6, 1, 1, 1, 0), (1, 3, 3, 3, 7, 2, 3), (2, 16, 13, 3, 3, 2, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", IM2COL_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_im2col_matches_numpy(case, dtype):
+    """The stem's patches (models._im2col, an OpenMP kernel) equal NumPy's slicing bit for bit, at any thread
+    count, from a non-contiguous input too."""
+    n, h, w, c, kernel, stride, padding = case
+    x = images((n, h, w, c), dtype=dtype)
+    expected = im2col_oracle(x, kernel, stride, padding)
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(models._im2col(x, kernel, stride, padding, threads), expected)
+    wide = images((n, h, 2 * w, c), seed=1, dtype=dtype)
+    np.testing.assert_array_equal(models._im2col(wide[:, :, ::2], kernel, stride, padding, 2),
+                                  im2col_oracle(wide[:, :, ::2], kernel, stride, padding))
+
+
+@pytest.mark.skipif(not _guard.SUPPORTED, reason="guard pages need Linux mmap/mprotect")
+@pytest.mark.parametrize("case", IM2COL_CASES[:4], ids=lambda c: "x".join(map(str, c)))
+def test_im2col_stays_inside_its_arrays(case, tmp_path):
+    """The patch kernel against guard pages (tests/_guard.py): no byte read or written outside x and out."""
+    n, h, w, c, kernel, stride, padding = case
+    x = images((n, h, w, c))
+    expected = im2col_oracle(x, kernel, stride, padding)
+    kwargs = dict(kernel=kernel, stride=stride, padding=padding, num_threads=2)
+    results = _guard.run_guarded("kernels.im2col", dict(x=x), kwargs, expected.shape, expected.dtype, str(tmp_path))
+    for at, result in results.items():
+        np.testing.assert_array_equal(result, expected, f"arrays against a guard page at their {at}")
 
 
 @pytest.mark.parametrize("shape", [(2, 64, 64, 3), (1, 57, 45, 3), (1, 224, 224, 3)],

@@ -16,6 +16,7 @@ include "common.pxi"
 include "depthwise.pxi"
 include "pointwise.pxi"
 include "separable.pxi"
+include "im2col.pxi"
 
 
 cdef inline void *_data(object a):
@@ -189,6 +190,25 @@ cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out,
                              n, activation, num_threads, flush)
     if rc != 0:
         raise MemoryError("dwcy: out of memory for the packed weights")
+
+
+def im2col(cnp.ndarray x, int kernel, int stride, int padding, cnp.ndarray out, int num_threads):
+    """The patches of x (N, H, W, C) into out (N, OH, OW, K*K*C), taps in (kh, kw, c) order, zero where they
+    fall in the padding: a KxK convolution of x is then a pointwise one of out. The caller (models.py) gives
+    C-contiguous arrays of one float dtype and out of the shape that kernel, stride and padding make. Returns
+    out."""
+    cdef Py_ssize_t n = x.shape[0], h = x.shape[1], w = x.shape[2], c = x.shape[3]
+    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
+    cdef void *xp = _data(x)
+    cdef void *yp = _data(out)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        with nogil:
+            _im2col_run(<const float *>xp, n, h, w, c, oh, ow, kernel, stride, padding, <float *>yp, num_threads)
+    else:
+        with nogil:
+            _im2col_run(<const double *>xp, n, h, w, c, oh, ow, kernel, stride, padding, <double *>yp,
+                        num_threads)
+    return out
 
 
 def separable(cnp.ndarray x, cnp.ndarray dw_weight, object dw_bias, cnp.ndarray pw_weight, object pw_bias,
