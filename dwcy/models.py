@@ -61,8 +61,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _api, _args, reference
-from . import kernels
-from .kernels import aligned_empty
+from .kernels import aligned_empty, im2col
 
 __all__ = ["MobileNetV2", "Layer", "Stage", "convert_torch_state_dict", "STRIDES"]
 
@@ -192,7 +191,7 @@ def _im2col(x, kernel, stride, padding, threads):
     if out_h < 1 or out_w < 1:
         raise ValueError(f"x: images of {h}x{w} are too small for a {kernel}x{kernel} convolution")
     patches = aligned_empty((n, out_h, out_w, kernel * kernel * c), x.dtype)
-    kernels.im2col(np.ascontiguousarray(x), kernel, stride, padding, patches, _api._threads(threads))
+    im2col(np.ascontiguousarray(x), kernel, stride, padding, patches, _api._threads(threads))
     return patches
 
 

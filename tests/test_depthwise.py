@@ -137,6 +137,7 @@ def test_rows_of_one_or_two_tiles(rng, kernel_size, dilation, stride, out_w, sym
     y = check_depthwise(x, weight, bias, stride=stride, dilation=dilation, padding=padding)
     assert y.shape[2] == out_w
 
+
 # ----------------------------------------------------------------------------------------- edge sizes
 
 EDGE_CASES = {

@@ -63,7 +63,7 @@
  *                  _gemm_rows): in a network, W comes cold from L3 or memory, and its rows, Cout apart,
  *                  defeat the hardware prefetchers
  * DWCY_GEMM_PANEL_PREFETCH
- *                  pointwise: rows of a packed panel (NR wide: 8 KB) the first tile over it prefetches ahead: in
+ *                  pointwise: rows of a packed panel (of NR values: 8 KB) the first tile over it fetches ahead: in
  *                  a network the panels come cold from L3 or memory, and the hardware prefetchers, which stop
  *                  at each page, left MobileNetV2's stages 1.22-1.29x slower there than one by one (1.09-1.13x
  *                  now); the tiles that follow find the panel in cache, and would pay for the prefetches (2 %)

@@ -165,23 +165,8 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
                        bint prefetching) noexcept nogil:
     """The register tile of mr (DWCY_GEMM_MR, DWCY_GEMM_MR1 or 4) rows, ``rows`` of them real, x one or two
     vectors (one vector: MR rows as groups of MR1, or 4); ``packing``: NULL, or where it copies the panel's
-    rows it reads; ``prefetching``: it fetches the packed panel's rows ahead (two vectors only for both;
-    microkernels.h)."""
-    if prefetching and two_vectors:
-        if floating is float:
-            if mr == DWCY_GEMM_MR:
-                dwcy_gemm_f32_mrx2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-            elif mr == DWCY_GEMM_MR1:
-                dwcy_gemm_f32_mr1x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-            else:
-                dwcy_gemm_f32_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-        elif mr == DWCY_GEMM_MR:
-            dwcy_gemm_f64_mrx2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-        elif mr == DWCY_GEMM_MR1:
-            dwcy_gemm_f64_mr1x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-        else:
-            dwcy_gemm_f64_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
-        return
+    rows it reads; else, with ``prefetching``, it fetches the packed panel's rows ahead (two vectors only for
+    both; microkernels.h)."""
     if packing != NULL:
         if floating is float:
             if mr == DWCY_GEMM_MR:
@@ -196,6 +181,21 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
             dwcy_gemm_f64_mr1x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
         else:
             dwcy_gemm_f64_4x2_packing(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing)
+        return
+    if prefetching and two_vectors:
+        if floating is float:
+            if mr == DWCY_GEMM_MR:
+                dwcy_gemm_f32_mrx2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            elif mr == DWCY_GEMM_MR1:
+                dwcy_gemm_f32_mr1x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            else:
+                dwcy_gemm_f32_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        elif mr == DWCY_GEMM_MR:
+            dwcy_gemm_f64_mrx2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        elif mr == DWCY_GEMM_MR1:
+            dwcy_gemm_f64_mr1x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        else:
+            dwcy_gemm_f64_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         return
     if floating is float:
         if two_vectors:
@@ -264,7 +264,6 @@ cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_
     lines, and ran slower than the stores stream."""
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, panels = gw.panels
     cdef Py_ssize_t t, p, row0, col, tile_rows
-    cdef const floating *b0 = <const floating *>gw.panels_data
     end = min(end, _gemm_units(panels, rows, unit_rows))
     if first >= end:
         return
@@ -273,7 +272,7 @@ cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_
         tile_rows = min(unit_rows, rows - row0)
         for p in range(max(first - t * panels, 0), min(end - t * panels, panels)):
             col = p * nr
-            _gemm_cols(k, a + row0 * k, k, tile_rows, b0 + p * k * nr, nr, <const floating *>gw.bias + col,
+            _gemm_cols(k, a + row0 * k, k, tile_rows, _gemm_panel(gw, 0, p, a), nr, <const floating *>gw.bias + col,
                        c + row0 * n + col, n, <int>min(nr, n - col), True, activation, unit_rows)
 
 
