@@ -121,13 +121,30 @@ def test_threads_bitwise_and_batch_rows(model):
     one = model(x, num_threads=1)
     assert np.array_equal(one, model(x, num_threads=2))
     assert np.array_equal(one, MobileNetV2(model.arrays(), num_threads=2)(x))
-    for i in range(3):  # an image's logits do not depend on the others in its batch (to rounding)
-        assert_logits_close(model(x[i:i + 1]), one[i:i + 1])
+    for i in range(3):  # an image's logits do not depend on the others in its batch, to the bit
+        assert np.array_equal(model(x[i:i + 1]), one[i:i + 1])
+
+
+def test_passes(model, monkeypatch):
+    """A batch goes through the network in passes of a few images (_PASS_BYTES_PER_THREAD), at least one per
+    thread: the logits are the same, bit for bit, whatever the passes."""
+    assert model._images_per_pass((8, 224, 224, 3), 1) == 1  # 4.8 MB of float32 at most an image
+    assert model._images_per_pass((8, 224, 224, 3), 3) == 3
+    assert model._images_per_pass((8, 160, 160, 3), 2) == 4  # 2.5 MB
+    assert model.astype(np.float64)._images_per_pass((8, 160, 160, 3), 2) == 2
+    x = images((5, 40, 40, 3), seed=3)
+    assert model._images_per_pass(x.shape, 1) >= 5
+    whole = model(x, num_threads=1)
+    monkeypatch.setattr(models, "_PASS_BYTES_PER_THREAD", 0)
+    assert model._images_per_pass(x.shape, 2) == 2
+    assert np.array_equal(model(x, num_threads=1), whole)  # five passes of one image
+    assert np.array_equal(model(x, num_threads=2), whole)  # two, two, one
 
 
 def test_work_array(model, monkeypatch):
-    """Large expansions go to a work array kept per model and thread (normally from 32 MiB: batch 7 and more at
-    224x224); here every expansion does, with batches that grow and shrink, from two threads at once."""
+    """Large expansions go to a work array kept per model and thread (normally from 32 MiB: passes of 7 images
+    and more at 224x224, on 7 threads or more); here every expansion does, with batches that grow and shrink, from
+    two threads at once."""
     inputs = [images((n, 32, 32, 3), seed=n) for n in (1, 3, 2)]
     fresh = [model(x) for x in inputs]
     monkeypatch.setattr(models, "_SCRATCH_BYTES", 0)
@@ -199,6 +216,8 @@ def test_bad_input(model):
         model(np.zeros((32, 32, 3), np.float32))
     with pytest.raises(TypeError, match="uint8"):
         model(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="at least one image"):
+        model(np.zeros((0, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="too small"):
         model(np.zeros((1, 0, 0, 3), np.float32))
     with pytest.raises(ValueError, match="num_threads"):
