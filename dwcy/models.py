@@ -422,9 +422,9 @@ class MobileNetV2:
 
         ``num_threads`` overrides the model's; the result is bitwise identical for any thread count. A large
         batch goes through the network a few images at a time, whose activations stay in cache (at 224x224, one
-        image per thread). An expansion's output of 32 MiB or more (large images,
-        or many threads) goes to a work array that the model keeps for the calling thread until the model is
-        deleted, so that it is not mapped in afresh on every call.
+        image per thread). An expansion's output of 32 MiB or more (large images, or many threads) goes to a work
+        array that the model keeps for the calling thread until the model is deleted, so that it is not mapped
+        in afresh on every call.
         """
         threads = _args.resolve_num_threads(self.num_threads if num_threads is None else num_threads)
         x = self._input(x)
@@ -484,18 +484,9 @@ class MobileNetV2:
     def flops(self, height=224, width=224):
         """Floating-point operations of one image (a multiply and an add per term of every convolution and of the
         classifier; biases, activations, additions and pooling not counted): 0.60 GFLOP at 224x224."""
-        total = 0
-        for layer, out_height, out_width in self._output_sizes(height, width):
-            if layer.kind == "conv":
-                terms = layer.weight.shape[0] * layer.weight.shape[1] * layer.weight.shape[2]
-            elif layer.kind == "depthwise":
-                terms = layer.weight.shape[0] * layer.weight.shape[1]
-            elif layer.kind == "pointwise":
-                terms = layer.weight.shape[0]
-            else:
-                continue
-            total += 2 * out_height * out_width * layer.weight.shape[-1] * terms
-        return total
+        # weight.size: output channels x the terms of each output element (KH*KW*Cin, KH*KW or Cin).
+        return sum(2 * out_height * out_width * layer.weight.size
+                   for layer, out_height, out_width in self._output_sizes(height, width) if layer.weight is not None)
 
     def _output_sizes(self, height, width):
         """(layer, output height, output width) of every layer, in order, for one image of height x width."""
