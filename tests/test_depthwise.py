@@ -6,12 +6,14 @@ from hypothesis import assume, given, strategies as st
 
 import dwcy
 from dwcy import reference
+from dwcy.kernels import aligned_empty
 from _helpers import (
     ACTIVATIONS,
     DTYPES,
     LANES,
     LAYOUTS,
     TOLERANCE_PER_TERM,
+    assert_bitwise_equal,
     assert_close_to_reference,
     depthwise_inputs,
     depthwise_terms,
@@ -136,6 +138,23 @@ def test_rows_of_one_or_two_tiles(rng, kernel_size, dilation, stride, out_w, sym
     padding = (kernel_size - 1) * dilation // 2 if symmetric else "same"
     y = check_depthwise(x, weight, bias, stride=stride, dilation=dilation, padding=padding)
     assert y.shape[2] == out_w
+
+
+@dtypes
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "phase"])
+@pytest.mark.parametrize("c_extra", [0, 5], ids=["whole", "tail"])
+def test_row_pairs_equal_single_rows(rng, c_extra, offset, dtype):
+    """3x3 stride 1 runs two output rows at a time where their taps all lie in the image (depthwise.pxi's
+    _dw_pairs), one at a time elsewhere. Dropping the top input row shifts which rows pair with which: every
+    row computed both ways must agree to the bit, at a phase (x off a 64-byte boundary) and with a channel
+    tail too (their blocks run the one-row tiles)."""
+    c = 3 * LANES[dtype] + c_extra
+    values, weight, bias = depthwise_inputs(rng, dtype, n=2, h=12, w=20, c=c, kh=3, multiplier=None)
+    x = aligned_empty(values.shape, values.dtype, offset * dtype.itemsize)  # (offset: elements past a line)
+    x[...] = values
+    y = check_depthwise(x, weight, bias, padding="same", activation="relu6")
+    shifted = check_depthwise(x[:, 1:], weight, bias, padding="same", activation="relu6")
+    assert_bitwise_equal(shifted[:, 1:-1], y[:, 2:-1])
 
 
 # ----------------------------------------------------------------------------------------- edge sizes

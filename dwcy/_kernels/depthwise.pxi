@@ -4,7 +4,8 @@
 # of channel blocks and bands of rows (_dw_split). A band runs in chunks of channel blocks (a block: one
 # vector, LANES channels) when the image's input fits in L2, each chunk over all the band's rows, so that
 # the input rows consecutive output rows share stay in L1; larger images run all blocks row by row,
-# reading each row in memory order (_dw_chunk). In a row:
+# reading each row in memory order (_dw_chunk). 3x3 kernels of stride 1 run two output rows at a time where
+# all their taps lie in the image (_dw_pairs: each input row loaded once for both). In a row:
 #
 #   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
 #   5 or 7 wide of stride 1 (dilation   the left edge on (a last odd block: 1 vector), input loads shared
@@ -94,6 +95,13 @@ cdef extern from "microkernels.h" nogil:
                           Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
                           Py_ssize_t w_block_step, int nkh, const double *bias, double *y, Py_ssize_t y_pix_step,
                           int npix, int lo, int hi, int activation) noexcept
+    int DWCY_DW_ROWS2
+    void dwcy_dw_f32_rows2(bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0,
+                           int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step, const float *bias, float *y,
+                           Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int activation) noexcept
+    void dwcy_dw_f64_rows2(bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0,
+                           int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step, const double *bias, double *y,
+                           Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -213,6 +221,64 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
                                   w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
                                   y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
             b += vectors
+
+
+cdef inline bint _dw_pairs(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
+    """Do consecutive output rows whose taps all lie in the image run two at a time (_dw_row_pair)? For
+    3x3 kernels of stride 1 (and dilation 1) each way, without a multiplier, where this level has the tiles
+    (DWCY_DW_ROWS2); but not for a batch of images that fit in L2 one by one and not together: their chunks'
+    rows come from L3, where the one-row tiles' pairs of vectors stream better (batch 8: 28x28x192 and
+    14x14x384 and 576 0.96-0.99x in pairs; one image 1.1-1.2x)."""
+    return (DWCY_DW_ROWS2 and _row_tile(g) == ROW_K3S1 and g.kh == 3 and g.sh == 1 and g.dh == 1
+            and g.m == 1 and not (_dw_image_in_l2(g, itemsize)
+                                  and g.n * g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES))
+
+
+cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
+                       floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+    """Output rows r and the next (_dw_pairs; both with all three tap rows), into y and the row after it,
+    channel blocks [b0, b1) as _dw_row_fixed takes them (b1 past the last whole block: the partial block of
+    a channel tail). Whole blocks run the two-row tiles, one vector each; the wrapped first block of a phase
+    and a channel tail's partial block run the one-row tiles, row by row."""
+    cdef int lanes = _lanes(wpack)
+    cdef bint narrow = _dw_narrow(ROW_K3S1, g)
+    cdef Py_ssize_t co = g.c, row_size = g.ow * co
+    cdef Py_ssize_t pixels = DWCY_DW_NARROW_PIXELS if narrow else DWCY_DW_PIXELS
+    cdef Py_ssize_t span = pixels + 2  # input columns of a tile (DWCY_DW_SPAN)
+    cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels (and [0, phase) wrap)
+    cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
+    cdef Py_ssize_t t, ow0, iw0, b, row
+    cdef int q_lo, q_hi, npix, lo, hi
+    for t in range((g.ow + pixels - 1) // pixels):
+        ow0 = t * pixels
+        iw0 = ow0 - g.pl
+        q_lo = <int>max(0, min(span, -iw0))
+        q_hi = <int>max(q_lo, min(span, g.w - iw0))
+        npix = <int>min(pixels, g.ow - ow0)
+        for b in range(b0, b1):
+            lo = <int>r.phase if b == 0 else 0
+            hi = <int>min(lanes, end - b * lanes)
+            if lo == 0 and hi == lanes:
+                if floating is float:
+                    dwcy_dw_f32_rows2(narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                      wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
+                                      y + ow0 * co + b * lanes - r.phase, row_size, co, npix, g.activation)
+                else:
+                    dwcy_dw_f64_rows2(narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                      wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
+                                      y + ow0 * co + b * lanes - r.phase, row_size, co, npix, g.activation)
+                continue
+            for row in range(2):
+                if floating is float:
+                    dwcy_dw_f32_fixed(ROW_K3S1, 1, narrow, False, x + row * r.row_step + b * lanes, r.row_step,
+                                      r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes, 9 * lanes, 3,
+                                      bpack + b * lanes, y + row * row_size + ow0 * co + b * lanes - r.phase, co,
+                                      npix, lo, hi, g.activation)
+                else:
+                    dwcy_dw_f64_fixed(ROW_K3S1, 1, narrow, False, x + row * r.row_step + b * lanes, r.row_step,
+                                      r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes, 9 * lanes, 3,
+                                      bpack + b * lanes, y + row * row_size + ow0 * co + b * lanes - r.phase, co,
+                                      npix, lo, hi, g.activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -482,6 +548,12 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                     if v - v != 0:
                         yrow[ow * co + ch] = 0 * v  # NaN
 
+cdef inline bint _dw_row_full(const DwGeometry *g, Py_ssize_t item) noexcept nogil:
+    """Do all the tap rows of output row ``item`` = n * out_h + oh lie in the image?"""
+    cdef Py_ssize_t ih_start = (item % g.oh) * g.sh - g.pt
+    return ih_start >= 0 and ih_start + (g.kh - 1) * g.dh < g.h
+
+
 cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item, floating *expand_buf,
                         Py_ssize_t expanded_from, Py_ssize_t phase, DwRow *r) noexcept nogil:
     """The input of output row ``item`` = n * out_h + oh, read by channel blocks of this phase (_dw_phase).
@@ -520,14 +592,15 @@ cdef inline bint _dw_image_in_l2(const DwGeometry *g, Py_ssize_t itemsize) noexc
 
 cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
     """Channel blocks a band of rows runs at a time. When an image's input fits in L2: as many as keep the
-    input rows that consecutive output rows share in L1 (DWCY_DW_L1_BYTES), so that each input line comes
-    from L2 once per block, not once per output row. Otherwise all of them: each row is then read in memory
-    order, which streams from L3 or memory far better than one chunk's slice of it. All of them with a
-    multiplier too (rows are expanded per row)."""
+    input rows that consecutive output rows (or pairs of rows: _dw_pairs) share in L1 (DWCY_DW_L1_BYTES), so
+    that each input line comes from L2 once per block, not once per output row. Otherwise all of them: each
+    row is then read in memory order, which streams from L3 or memory far better than one chunk's slice of
+    it. All of them with a multiplier too (rows are expanded per row)."""
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     if g.m > 1 or not _dw_image_in_l2(g, itemsize):
         return max(1, blocks)
-    cdef Py_ssize_t span = ((g.kh - 1) * g.dh + 1) * g.w * lanes * itemsize  # bytes of one block
+    cdef Py_ssize_t rows = (g.kh - 1) * g.dh + 1 + (1 if _dw_pairs(g, itemsize) else 0)  # (a pair: one more)
+    cdef Py_ssize_t span = rows * g.w * lanes * itemsize  # bytes of one block
     return max(DWCY_DW_FIXED_VECTORS, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
 
 
@@ -555,6 +628,7 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
+    cdef bint pairs = _dw_pairs(g, sizeof(floating)), tail
     cdef DwRow r
     if g.m > 1 and not _dw_dup2(g):  # (one group: the expanded rows serve all channels)
         _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
@@ -562,9 +636,16 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
         for c in range(chunks):
             b0 = _dw_part(first, end, chunks, c)
             b1 = _dw_part(first, end, chunks, c + 1)
-            for i in range(rows):
+            tail = c == chunks - 1 and group == groups - 1 and (g.c * g.m) % lanes != 0
+            i = 0
+            while i < rows:
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
-                _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, c == chunks - 1 and group == groups - 1)
+                if pairs and i + 1 < rows and r.nkh == 3 and _dw_row_full(g, item0 + i + 1):
+                    _dw_row_pair(&r, g, wpack, bpack, y + i * row_size, b0, b1 + 1 if tail else b1)
+                    i += 2
+                else:
+                    _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, tail)
+                    i += 1
     if not weights_finite and group == groups - 1:
         for i in range(rows):
             _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
