@@ -4,8 +4,8 @@
 # of channel blocks and bands of rows (_dw_split). A band runs in chunks of channel blocks (a block: one
 # vector, LANES channels) when the image's input fits in L2, each chunk over all the band's rows, so that
 # the input rows consecutive output rows share stay in L1; larger images run all blocks row by row,
-# reading each row in memory order (_dw_chunk). 3x3 kernels of stride 1 run two output rows at a time where
-# all their taps lie in the image (_dw_pairs: each input row loaded once for both). In a row:
+# reading each row in memory order (_dw_chunk). 3x3 kernels of stride 1 or 2 run two output rows at a time
+# where all their taps lie in the image (_dw_pairs: each input row loaded once for both). In a row:
 #
 #   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
 #   5 or 7 wide of stride 1 (dilation   the left edge on (a last odd block: 1 vector), input loads shared
@@ -96,12 +96,13 @@ cdef extern from "microkernels.h" nogil:
                           Py_ssize_t w_block_step, int nkh, const double *bias, double *y, Py_ssize_t y_pix_step,
                           int npix, int lo, int hi, int activation) noexcept
     int DWCY_DW_ROWS2
-    void dwcy_dw_f32_rows2(bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0,
-                           int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step, const float *bias, float *y,
-                           Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int activation) noexcept
-    void dwcy_dw_f64_rows2(bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t iw0,
-                           int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step, const double *bias, double *y,
-                           Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int activation) noexcept
+    void dwcy_dw_f32_rows2(int stride, bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
+                           Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step, const float *bias,
+                           float *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int activation) noexcept
+    void dwcy_dw_f64_rows2(int stride, bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
+                           Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
+                           const double *bias, double *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix,
+                           int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -225,13 +226,14 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
 
 cdef inline bint _dw_pairs(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
     """Do consecutive output rows whose taps all lie in the image run two at a time (_dw_row_pair)? For
-    3x3 kernels of stride 1 (and dilation 1) each way, without a multiplier, where this level has the tiles
-    (DWCY_DW_ROWS2); but not for a batch of images that fit in L2 one by one and not together: their chunks'
-    rows come from L3, where the one-row tiles' pairs of vectors stream better (batch 8: 28x28x192 and
-    14x14x384 and 576 0.96-0.99x in pairs; one image 1.1-1.2x)."""
-    return (DWCY_DW_ROWS2 and _row_tile(g) == ROW_K3S1 and g.kh == 3 and g.sh == 1 and g.dh == 1
-            and g.m == 1 and not (_dw_image_in_l2(g, itemsize)
-                                  and g.n * g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES))
+    3x3 kernels of stride 1 or 2 (the same each way; dilation 1), without a multiplier, where this level has
+    the tiles (DWCY_DW_ROWS2); but not for a batch of images that fit in L2 one by one and not together: their
+    chunks' rows come from L3, where the one-row tiles' pairs of vectors stream better (batch 8: 28x28x192
+    and 14x14x384 and 576 0.96-0.99x in pairs; one image 1.1-1.2x)."""
+    cdef RowTile kind = _row_tile(g)
+    return (DWCY_DW_ROWS2 and (kind == ROW_K3S1 or kind == ROW_K3S2) and g.kh == 3 and g.sh == g.sw
+            and g.dh == 1 and g.m == 1 and not (_dw_image_in_l2(g, itemsize)
+                                                and g.n * g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES))
 
 
 cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
@@ -241,17 +243,18 @@ cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpac
     a channel tail). Whole blocks run the two-row tiles, one vector each; the wrapped first block of a phase
     and a channel tail's partial block run the one-row tiles, row by row."""
     cdef int lanes = _lanes(wpack)
-    cdef bint narrow = _dw_narrow(ROW_K3S1, g)
+    cdef RowTile kind = _row_tile(g)
+    cdef bint narrow = _dw_narrow(kind, g)
     cdef Py_ssize_t co = g.c, row_size = g.ow * co
     cdef Py_ssize_t pixels = DWCY_DW_NARROW_PIXELS if narrow else DWCY_DW_PIXELS
-    cdef Py_ssize_t span = pixels + 2  # input columns of a tile (DWCY_DW_SPAN)
+    cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile (DWCY_DW_SPAN)
     cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels (and [0, phase) wrap)
     cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
     cdef Py_ssize_t t, ow0, iw0, b, row
     cdef int q_lo, q_hi, npix, lo, hi
     for t in range((g.ow + pixels - 1) // pixels):
         ow0 = t * pixels
-        iw0 = ow0 - g.pl
+        iw0 = ow0 * g.sw - g.pl
         q_lo = <int>max(0, min(span, -iw0))
         q_hi = <int>max(q_lo, min(span, g.w - iw0))
         npix = <int>min(pixels, g.ow - ow0)
@@ -260,25 +263,27 @@ cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpac
             hi = <int>min(lanes, end - b * lanes)
             if lo == 0 and hi == lanes:
                 if floating is float:
-                    dwcy_dw_f32_rows2(narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                    dwcy_dw_f32_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
                                       wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
                                       y + ow0 * co + b * lanes - r.phase, row_size, co, npix, g.activation)
                 else:
-                    dwcy_dw_f64_rows2(narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                    dwcy_dw_f64_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
                                       wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
                                       y + ow0 * co + b * lanes - r.phase, row_size, co, npix, g.activation)
                 continue
             for row in range(2):
                 if floating is float:
-                    dwcy_dw_f32_fixed(ROW_K3S1, 1, narrow, False, x + row * r.row_step + b * lanes, r.row_step,
-                                      r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes, 9 * lanes, 3,
-                                      bpack + b * lanes, y + row * row_size + ow0 * co + b * lanes - r.phase, co,
-                                      npix, lo, hi, g.activation)
+                    dwcy_dw_f32_fixed(kind, 1, narrow, False, x + row * g.sh * r.row_step + b * lanes,
+                                      r.row_step, r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes,
+                                      9 * lanes, 3, bpack + b * lanes,
+                                      y + row * row_size + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
+                                      g.activation)
                 else:
-                    dwcy_dw_f64_fixed(ROW_K3S1, 1, narrow, False, x + row * r.row_step + b * lanes, r.row_step,
-                                      r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes, 9 * lanes, 3,
-                                      bpack + b * lanes, y + row * row_size + ow0 * co + b * lanes - r.phase, co,
-                                      npix, lo, hi, g.activation)
+                    dwcy_dw_f64_fixed(kind, 1, narrow, False, x + row * g.sh * r.row_step + b * lanes,
+                                      r.row_step, r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes,
+                                      9 * lanes, 3, bpack + b * lanes,
+                                      y + row * row_size + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
+                                      g.activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -599,7 +604,7 @@ cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t item
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     if g.m > 1 or not _dw_image_in_l2(g, itemsize):
         return max(1, blocks)
-    cdef Py_ssize_t rows = (g.kh - 1) * g.dh + 1 + (1 if _dw_pairs(g, itemsize) else 0)  # (a pair: one more)
+    cdef Py_ssize_t rows = (g.kh - 1) * g.dh + 1 + (g.sh if _dw_pairs(g, itemsize) else 0)  # (a pair's)
     cdef Py_ssize_t span = rows * g.w * lanes * itemsize  # bytes of one block
     return max(DWCY_DW_FIXED_VECTORS, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
 

@@ -44,9 +44,9 @@
  * DWCY_DW_DUP2     depthwise, channel multiplier 2, kernels 3 wide of stride 1 or 2: 1 when the tiles read the
  *                  input itself, each loaded vector permuted into the two output vectors of its channels (the
  *                  _dup2 tiles), instead of a copy with each channel twice (DWCY_DW_EXPAND_BYTES); 0: the copy
- * DWCY_DW_ROWS2    depthwise, 3x3 of stride 1: 1 when two output rows whose taps all lie in the image run
- *                  together, one vector a tile (the _rows2 tiles: their four input rows are loaded once for
- *                  both, the nine weights once), instead of one row at a time; 0: one at a time
+ * DWCY_DW_ROWS2    depthwise, 3x3 of stride 1 or 2: 1 when two output rows whose taps all lie in the image run
+ *                  together, one vector a tile (the _rows2 tiles: their input rows are loaded once for both,
+ *                  the nine weights once), instead of one row at a time; 0: one at a time
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
  * DWCY_GEMM_MR1    pointwise: rows of the one-vector tile, which runs MR rows as groups of this many (the
@@ -540,29 +540,29 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         }                                                                                                  \
     }
 /*
- * Two output rows at once, 3x3 stride 1 (DWCY_DW_ROWS2): NPIX pixels x 1 vector of each of two consecutive
- * rows whose three tap rows all lie in the image (row 1's are row 0's, one on). Their four input rows are read
- * once for both (input row i feeds row 0 through tap row i and row 1 through tap row i - 1), and the nine
- * weights stay in registers: 2 x NPIX accumulators + 9 weights + 1 input of the 32 registers. The arguments are
- * the whole one-row tile's, nkh = 3, with y_row_step (the elements between the two output rows) and without
+ * Two output rows at once, 3x3 of stride S (1 or 2) each way (DWCY_DW_ROWS2): NPIX pixels x 1 vector of each of
+ * two consecutive rows whose three tap rows all lie in the image (row 1's are row 0's, S on). Their S + 3 input
+ * rows are read once for both (input row i feeds row r through tap row i - r*S), and the nine weights stay in
+ * registers: 2 x NPIX accumulators + 9 weights + 1 input of the 32 registers. The arguments are the whole
+ * one-row tile's, nkh = 3, with y_row_step (the elements between the two output rows) and without
  * w_block_step, lo and hi: whole vectors only. Each pixel sums bias, then its taps in (kh, kw) order, padded
  * columns skipped: the one-row tile's sums, bit for bit.
  */
-#define DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, SKIP)                                                                 \
-    DWCY_UNROLL for (int i = 0; i < 4; i++) {                                                                  \
+#define DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, SKIP)                                                              \
+    DWCY_UNROLL for (int i = 0; i < (S) + 3; i++) {                                                            \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
-        DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, 3, 1, 1); q++) {                                    \
+        DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, 3, S, 1); q++) {                                    \
             if (SKIP) continue;                                                                                \
             V xv;                                                                                              \
             memcpy(&xv, xr + q * col_step, sizeof(V));                                                         \
             DWCY_UNROLL for (int r = 0; r < 2; r++)                                                            \
                 DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                   \
-                    const int kh = i - r, j = q - p;                                                           \
+                    const int kh = i - r * (S), j = q - p * (S);                                               \
                     if (kh >= 0 && kh < 3 && j >= 0 && j < 3) acc[r][p] += xv * wv[kh][j];                     \
                 }                                                                                              \
         }                                                                                                      \
     }
-#define DWCY_DEFINE_DW_TILE_ROWS2(NAME, T, V, NPIX)                                                             \
+#define DWCY_DEFINE_DW_TILE_ROWS2(NAME, T, V, NPIX, S)                                                          \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, const T *bias, T *y,               \
                             ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix, int activation)          \
@@ -576,12 +576,12 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
                 memcpy(&wv[i][j], w + i * w_row_step + j * lanes, sizeof(V));                              \
         /* The columns to skip, known at compile time for the interior and the padding of 'same' (as in */ \
         /* the one-row tile). */                                                                           \
-        const int span = DWCY_DW_SPAN(NPIX, 3, 1, 1), cut_r = span - q_hi;                                 \
-        if (q_lo == 0 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, 0)                                  \
-        else if (q_lo == 0 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, q >= span - 1)                 \
-        else if (q_lo == 1 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, q < 1)                         \
-        else if (q_lo == 1 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, q < 1 || q >= span - 1)        \
-        else DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, q < q_lo || q >= q_hi)                                       \
+        const int span = DWCY_DW_SPAN(NPIX, 3, S, 1), cut_r = span - q_hi;                                 \
+        if (q_lo == 0 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, 0)                               \
+        else if (q_lo == 0 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q >= span - 1)              \
+        else if (q_lo == 1 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q < 1)                      \
+        else if (q_lo == 1 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q < 1 || q >= span - 1)     \
+        else DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q < q_lo || q >= q_hi)                                    \
         dwcy_vactivate_##V(&acc[0][0], 2 * NPIX, activation);                                              \
         DWCY_UNROLL for (int r = 0; r < 2; r++)                                                            \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                   \
@@ -693,7 +693,8 @@ DWCY_DEFINE_DW_TAIL(double)
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
-/* The two-row tiles, of both widths, and dwcy_dw_<dtype>_rows2(narrow, <their arguments>), which picks one. */
+/* The two-row tiles, of stride 1 and 2 and both widths, and dwcy_dw_<dtype>_rows2(stride, narrow, <their
+ * arguments>), which picks one. */
 #define DWCY_DW_ROWS2_PARAMS(T)                                                                                \
     const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi, const T *w,         \
         ptrdiff_t w_row_step, const T *bias, T *y, ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix,       \
@@ -702,19 +703,24 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
                            npix, activation
 #if DWCY_DW_ROWS2
 #define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
-    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1_rows2, T, V, DWCY_DW_PIXELS)                             \
-    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1n_rows2, T, V, DWCY_DW_NARROW_PIXELS)                     \
-    static inline void dwcy_dw_##SUFFIX##_rows2(int narrow, DWCY_DW_ROWS2_PARAMS(T))                          \
+    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1_rows2, T, V, DWCY_DW_PIXELS, 1)                          \
+    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1n_rows2, T, V, DWCY_DW_NARROW_PIXELS, 1)                  \
+    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s2_rows2, T, V, DWCY_DW_PIXELS, 2)                          \
+    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s2n_rows2, T, V, DWCY_DW_NARROW_PIXELS, 2)                  \
+    static inline void dwcy_dw_##SUFFIX##_rows2(int stride, int narrow, DWCY_DW_ROWS2_PARAMS(T))              \
     {                                                                                                          \
-        if (narrow) dwcy_dw_##SUFFIX##_k3s1n_rows2(DWCY_DW_ROWS2_ARGS);                                        \
-        else dwcy_dw_##SUFFIX##_k3s1_rows2(DWCY_DW_ROWS2_ARGS);                                                \
+        if (stride == 1 && narrow) dwcy_dw_##SUFFIX##_k3s1n_rows2(DWCY_DW_ROWS2_ARGS);                         \
+        else if (stride == 1) dwcy_dw_##SUFFIX##_k3s1_rows2(DWCY_DW_ROWS2_ARGS);                               \
+        else if (narrow) dwcy_dw_##SUFFIX##_k3s2n_rows2(DWCY_DW_ROWS2_ARGS);                                   \
+        else dwcy_dw_##SUFFIX##_k3s2_rows2(DWCY_DW_ROWS2_ARGS);                                                \
     }
 #else /* never called (depthwise.pxi's _dw_pairs) */
 #define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
-    static inline void dwcy_dw_##SUFFIX##_rows2(int narrow, DWCY_DW_ROWS2_PARAMS(T))                          \
+    static inline void dwcy_dw_##SUFFIX##_rows2(int stride, int narrow, DWCY_DW_ROWS2_PARAMS(T))              \
     {                                                                                                          \
-        (void)narrow, (void)x, (void)row_step, (void)col_step, (void)iw0, (void)q_lo, (void)q_hi, (void)w;     \
-        (void)w_row_step, (void)bias, (void)y, (void)y_row_step, (void)y_pix_step, (void)npix, (void)activation; \
+        (void)stride, (void)narrow, (void)x, (void)row_step, (void)col_step, (void)iw0, (void)q_lo, (void)q_hi; \
+        (void)w, (void)w_row_step, (void)bias, (void)y, (void)y_row_step, (void)y_pix_step, (void)npix;        \
+        (void)activation;                                                                                      \
     }
 #endif
 DWCY_DEFINE_DW_ROWS2(f32, float, dwcy_vf32)
