@@ -224,16 +224,13 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
             b += vectors
 
 
-cdef inline bint _dw_pairs(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
+cdef inline bint _dw_pairs(const DwGeometry *g) noexcept nogil:
     """Do consecutive output rows whose taps all lie in the image run two at a time (_dw_row_pair)? For
     3x3 kernels of stride 1 or 2 (the same each way; dilation 1), without a multiplier, where this level has
-    the tiles (DWCY_DW_ROWS2); but not for a batch of images that fit in L2 one by one and not together: their
-    chunks' rows come from L3, where the one-row tiles' pairs of vectors stream better (batch 8: 28x28x192
-    and 14x14x384 and 576 0.96-0.99x in pairs; one image 1.1-1.2x)."""
+    the tiles (DWCY_DW_ROWS2): MobileNetV2's layers ran 1.0-1.2x faster so than row by row."""
     cdef RowTile kind = _row_tile(g)
     return (DWCY_DW_ROWS2 and (kind == ROW_K3S1 or kind == ROW_K3S2) and g.kh == 3 and g.sh == g.sw
-            and g.dh == 1 and g.m == 1 and not (_dw_image_in_l2(g, itemsize)
-                                                and g.n * g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES))
+            and g.dh == 1 and g.m == 1)
 
 
 cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
@@ -589,22 +586,23 @@ cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item,
 
 
 cdef inline bint _dw_image_in_l2(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
-    """Does one image's input fit in L2 (DWCY_DW_CHUNK_INPUT_BYTES)? Then slices of its rows (a chunk or a
-    group of channel blocks) come from L2; those of a larger one would stream from L3 or memory far slower
+    """Does one image's input fit in L2 (DWCY_DW_CHUNK_INPUT_BYTES)? Then slices of its rows (a group of
+    channel blocks: _dw_split) come from L2; those of a larger one would stream from L3 or memory far slower
     than whole rows."""
     return g.h * g.w * g.c * itemsize <= DWCY_DW_CHUNK_INPUT_BYTES
 
 
 cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
-    """Channel blocks a band of rows runs at a time. When an image's input fits in L2: as many as keep the
-    input rows that consecutive output rows (or pairs of rows: _dw_pairs) share in L1 (DWCY_DW_L1_BYTES), so
-    that each input line comes from L2 once per block, not once per output row. Otherwise all of them: each
-    row is then read in memory order, which streams from L3 or memory far better than one chunk's slice of
-    it. All of them with a multiplier too (rows are expanded per row)."""
+    """Channel blocks a band of rows runs at a time. When the whole input (every image) fits in L2
+    (DWCY_DW_CHUNK_INPUT_BYTES): as many as keep the input rows that consecutive output rows (or pairs of rows:
+    _dw_pairs) share in L1 (DWCY_DW_L1_BYTES), so that each input line comes from L2 once per block, not once
+    per output row. Otherwise all of them: each row is then read in memory order, which streams from L3 or
+    memory far better than one chunk's slice of it (8 images of 28x28x192 or 14x14x576: 1.03-1.1x, of
+    14x14x384 0.97-1.0x). All of them with a multiplier too (rows are expanded per row)."""
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    if g.m > 1 or not _dw_image_in_l2(g, itemsize):
+    if g.m > 1 or g.n * g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES:
         return max(1, blocks)
-    cdef Py_ssize_t rows = (g.kh - 1) * g.dh + 1 + (g.sh if _dw_pairs(g, itemsize) else 0)  # (a pair's)
+    cdef Py_ssize_t rows = (g.kh - 1) * g.dh + 1 + (g.sh if _dw_pairs(g) else 0)  # (a pair's)
     cdef Py_ssize_t span = rows * g.w * lanes * itemsize  # bytes of one block
     return max(DWCY_DW_FIXED_VECTORS, min(blocks, DWCY_DW_L1_BYTES // max(1, span)))
 
@@ -633,7 +631,7 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     cdef Py_ssize_t chunk = _dw_chunk(g, lanes, sizeof(floating))
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
-    cdef bint pairs = _dw_pairs(g, sizeof(floating)), tail
+    cdef bint pairs = _dw_pairs(g), tail
     cdef DwRow r
     if g.m > 1 and not _dw_dup2(g):  # (one group: the expanded rows serve all channels)
         _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
