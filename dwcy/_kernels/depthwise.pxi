@@ -98,11 +98,12 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_DW_ROWS2
     void dwcy_dw_f32_rows2(int stride, bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
                            Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step, const float *bias,
-                           float *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int activation) noexcept
+                           float *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int lo, int hi,
+                           int activation) noexcept
     void dwcy_dw_f64_rows2(int stride, bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
                            Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
                            const double *bias, double *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix,
-                           int activation) noexcept
+                           int lo, int hi, int activation) noexcept
     void dwcy_dw_tail_float(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, const float *w,
                             Py_ssize_t w_row_step, int nkh, int nkw, const float *bias, float *y,
                             int nc, int activation) noexcept
@@ -237,8 +238,8 @@ cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpac
                        floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """Output rows r and the next (_dw_pairs; both with all three tap rows), into y and the row after it,
     channel blocks [b0, b1) as _dw_row_fixed takes them (b1 past the last whole block: the partial block of
-    a channel tail). Whole blocks run the two-row tiles, one vector each; the wrapped first block of a phase
-    and a channel tail's partial block run the one-row tiles, row by row."""
+    a channel tail), in two-row tiles of one vector (masked for the wrapped first block of a phase and a
+    channel tail's partial block)."""
     cdef int lanes = _lanes(wpack)
     cdef RowTile kind = _row_tile(g)
     cdef bint narrow = _dw_narrow(kind, g)
@@ -247,7 +248,7 @@ cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpac
     cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile (DWCY_DW_SPAN)
     cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels (and [0, phase) wrap)
     cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
-    cdef Py_ssize_t t, ow0, iw0, b, row
+    cdef Py_ssize_t t, ow0, iw0, b
     cdef int q_lo, q_hi, npix, lo, hi
     for t in range((g.ow + pixels - 1) // pixels):
         ow0 = t * pixels
@@ -258,29 +259,14 @@ cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpac
         for b in range(b0, b1):
             lo = <int>r.phase if b == 0 else 0
             hi = <int>min(lanes, end - b * lanes)
-            if lo == 0 and hi == lanes:
-                if floating is float:
-                    dwcy_dw_f32_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                      wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
-                                      y + ow0 * co + b * lanes - r.phase, row_size, co, npix, g.activation)
-                else:
-                    dwcy_dw_f64_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                      wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
-                                      y + ow0 * co + b * lanes - r.phase, row_size, co, npix, g.activation)
-                continue
-            for row in range(2):
-                if floating is float:
-                    dwcy_dw_f32_fixed(kind, 1, narrow, False, x + row * g.sh * r.row_step + b * lanes,
-                                      r.row_step, r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes,
-                                      9 * lanes, 3, bpack + b * lanes,
-                                      y + row * row_size + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
-                                      g.activation)
-                else:
-                    dwcy_dw_f64_fixed(kind, 1, narrow, False, x + row * g.sh * r.row_step + b * lanes,
-                                      r.row_step, r.ci, iw0, q_lo, q_hi, wpack + b * 9 * lanes, 3 * lanes,
-                                      9 * lanes, 3, bpack + b * lanes,
-                                      y + row * row_size + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
-                                      g.activation)
+            if floating is float:
+                dwcy_dw_f32_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                  wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
+                                  y + ow0 * co + b * lanes - r.phase, row_size, co, npix, lo, hi, g.activation)
+            else:
+                dwcy_dw_f64_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                  wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
+                                  y + ow0 * co + b * lanes - r.phase, row_size, co, npix, lo, hi, g.activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,

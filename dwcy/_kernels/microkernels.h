@@ -544,17 +544,18 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
  * two consecutive rows whose three tap rows all lie in the image (row 1's are row 0's, S on). Their S + 3 input
  * rows are read once for both (input row i feeds row r through tap row i - r*S), and the nine weights stay in
  * registers: 2 x NPIX accumulators + 9 weights + 1 input of the 32 registers. The arguments are the whole
- * one-row tile's, nkh = 3, with y_row_step (the elements between the two output rows) and without
- * w_block_step, lo and hi: whole vectors only. Each pixel sums bias, then its taps in (kh, kw) order, padded
- * columns skipped: the one-row tile's sums, bit for bit.
+ * one-row tile's of one vector, nkh = 3 and no w_block_step, with y_row_step (the elements between the two
+ * output rows). Each pixel sums bias, then its taps in (kh, kw) order, padded columns skipped: the one-row
+ * tile's sums, bit for bit.
  */
-#define DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, SKIP)                                                              \
+#define DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, SKIP)                                                      \
     DWCY_UNROLL for (int i = 0; i < (S) + 3; i++) {                                                            \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
         DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, 3, S, 1); q++) {                                    \
             if (SKIP) continue;                                                                                \
             V xv;                                                                                              \
-            memcpy(&xv, xr + q * col_step, sizeof(V));                                                         \
+            if (MASKED) DWCY_LOAD_MASKED(T, 0, xv, xr + q * col_step, xr + (q + 1) * col_step);                \
+            else memcpy(&xv, xr + q * col_step, sizeof(V));                                                    \
             DWCY_UNROLL for (int r = 0; r < 2; r++)                                                            \
                 DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                   \
                     const int kh = i - r * (S), j = q - p * (S);                                               \
@@ -562,13 +563,21 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
                 }                                                                                              \
         }                                                                                                      \
     }
+/* NAME, whole vectors (lo = 0, hi = LANES), and NAME_masked, any lo and hi (the one-row tiles' masks). */
 #define DWCY_DEFINE_DW_TILE_ROWS2(NAME, T, V, NPIX, S)                                                          \
+    DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME, T, V, NPIX, S, 0)                                                      \
+    DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME##_masked, T, V, NPIX, S, 1)
+#define DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME, T, V, NPIX, S, MASKED)                                             \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, const T *bias, T *y,               \
-                            ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix, int activation)          \
+                            ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix, int lo, int hi,          \
+                            int activation)                                                                \
     {                                                                                                      \
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
+        const unsigned mask[1] = {~DWCY_LANES_BELOW(lo) & DWCY_LANES_BELOW(hi)};                           \
+        const unsigned wrapmask = DWCY_LANES_BELOW(lo); /* the lanes one pixel on (a phase's wrap) */      \
         V acc[2][NPIX], wv[3][3], b;                                                                       \
+        (void)mask, (void)wrapmask;                                                                        \
         memcpy(&b, bias, sizeof(V));                                                                       \
         DWCY_UNROLL for (int r = 0; r < 2; r++) DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[r][p] = b;  \
         DWCY_UNROLL for (int i = 0; i < 3; i++)                                                            \
@@ -577,16 +586,22 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         /* The columns to skip, known at compile time for the interior and the padding of 'same' (as in */ \
         /* the one-row tile). */                                                                           \
         const int span = DWCY_DW_SPAN(NPIX, 3, S, 1), cut_r = span - q_hi;                                 \
-        if (q_lo == 0 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, 0)                               \
-        else if (q_lo == 0 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q >= span - 1)              \
-        else if (q_lo == 1 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q < 1)                      \
-        else if (q_lo == 1 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q < 1 || q >= span - 1)     \
-        else DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, q < q_lo || q >= q_hi)                                    \
+        if (q_lo == 0 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, 0)                       \
+        else if (q_lo == 0 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q >= span - 1)      \
+        else if (q_lo == 1 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q < 1)              \
+        else if (q_lo == 1 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q < 1 || q >= span - 1) \
+        else DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q < q_lo || q >= q_hi)                            \
         dwcy_vactivate_##V(&acc[0][0], 2 * NPIX, activation);                                              \
         DWCY_UNROLL for (int r = 0; r < 2; r++)                                                            \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                   \
                 if (p >= npix) break;                                                                      \
-                memcpy(y + r * y_row_step + p * y_pix_step, &acc[r][p], sizeof(V));                        \
+                T *dst = y + r * y_row_step + p * y_pix_step;                                              \
+                if (!(MASKED)) {                                                                           \
+                    memcpy(dst, &acc[r][p], sizeof(V));                                                    \
+                    continue;                                                                              \
+                }                                                                                          \
+                dwcy_store_##T(dst, &acc[r][p], mask[0]);                                                  \
+                if (lo > 0) dwcy_store_##T(dst + y_pix_step, &acc[r][p], wrapmask);                        \
             }                                                                                              \
     }
 #else
@@ -698,9 +713,9 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 #define DWCY_DW_ROWS2_PARAMS(T)                                                                                \
     const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi, const T *w,         \
         ptrdiff_t w_row_step, const T *bias, T *y, ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix,       \
-        int activation
+        int lo, int hi, int activation
 #define DWCY_DW_ROWS2_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, bias, y, y_row_step, y_pix_step, \
-                           npix, activation
+                           npix, lo, hi, activation
 #if DWCY_DW_ROWS2
 #define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
     DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1_rows2, T, V, DWCY_DW_PIXELS, 1)                          \
@@ -709,18 +724,24 @@ DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
     DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s2n_rows2, T, V, DWCY_DW_NARROW_PIXELS, 2)                  \
     static inline void dwcy_dw_##SUFFIX##_rows2(int stride, int narrow, DWCY_DW_ROWS2_PARAMS(T))              \
     {                                                                                                          \
-        if (stride == 1 && narrow) dwcy_dw_##SUFFIX##_k3s1n_rows2(DWCY_DW_ROWS2_ARGS);                         \
-        else if (stride == 1) dwcy_dw_##SUFFIX##_k3s1_rows2(DWCY_DW_ROWS2_ARGS);                               \
-        else if (narrow) dwcy_dw_##SUFFIX##_k3s2n_rows2(DWCY_DW_ROWS2_ARGS);                                   \
-        else dwcy_dw_##SUFFIX##_k3s2_rows2(DWCY_DW_ROWS2_ARGS);                                                \
+        const int whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                                     \
+        if (stride == 1 && narrow) DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s1n_rows2);                         \
+        else if (stride == 1) DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s1_rows2);                               \
+        else if (narrow) DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s2n_rows2);                                   \
+        else DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s2_rows2);                                                \
     }
+#define DWCY_DW_ROWS2_CALL(TILE)                                                                               \
+    do {                                                                                                       \
+        if (whole) TILE(DWCY_DW_ROWS2_ARGS);                                                                   \
+        else TILE##_masked(DWCY_DW_ROWS2_ARGS);                                                                \
+    } while (0)
 #else /* never called (depthwise.pxi's _dw_pairs) */
 #define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
     static inline void dwcy_dw_##SUFFIX##_rows2(int stride, int narrow, DWCY_DW_ROWS2_PARAMS(T))              \
     {                                                                                                          \
         (void)stride, (void)narrow, (void)x, (void)row_step, (void)col_step, (void)iw0, (void)q_lo, (void)q_hi; \
         (void)w, (void)w_row_step, (void)bias, (void)y, (void)y_row_step, (void)y_pix_step, (void)npix;        \
-        (void)activation;                                                                                      \
+        (void)lo, (void)hi, (void)activation;                                                                  \
     }
 #endif
 DWCY_DEFINE_DW_ROWS2(f32, float, dwcy_vf32)
