@@ -2,8 +2,8 @@
 #
 # Work items are one image's output rows and channels, or with several threads and few images, groups
 # of channel blocks and bands of rows (_dw_split). A band runs in chunks of channel blocks (a block: one
-# vector, LANES channels) when the image's input fits in L2, each chunk over all the band's rows, so that
-# the input rows consecutive output rows share stay in L1; larger images run all blocks row by row,
+# vector, LANES channels) when the input (all images) fits in L2, each chunk over all the band's rows, so
+# that the input rows consecutive output rows share stay in L1; larger inputs run all blocks row by row,
 # reading each row in memory order (_dw_chunk). 3x3 kernels of stride 1 or 2 run two output rows at a time
 # where all their taps lie in the image (_dw_pairs: each input row loaded once for both). In a row:
 #
@@ -536,6 +536,7 @@ cdef void _dw_poison_padded_taps(const DwRow *r, const DwGeometry *g, const floa
                     if v - v != 0:
                         yrow[ow * co + ch] = 0 * v  # NaN
 
+
 cdef inline bint _dw_row_full(const DwGeometry *g, Py_ssize_t item) noexcept nogil:
     """Do all the tap rows of output row ``item`` = n * out_h + oh lie in the image?"""
     cdef Py_ssize_t ih_start = (item % g.oh) * g.sh - g.pt
@@ -629,7 +630,8 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
             i = 0
             while i < rows:
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
-                if pairs and i + 1 < rows and r.nkh == 3 and _dw_row_full(g, item0 + i + 1):
+                if (pairs and i + 1 < rows and _dw_row_full(g, item0 + i)
+                        and _dw_row_full(g, item0 + i + 1)):
                     _dw_row_pair(&r, g, wpack, bpack, y + i * row_size, b0, b1 + 1 if tail else b1)
                     i += 2
                 else:
