@@ -143,21 +143,21 @@ def test_rows_of_one_or_two_tiles(rng, kernel_size, dilation, stride, out_w, sym
 @dtypes
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "phase"])
 @pytest.mark.parametrize("c_extra", [0, 5], ids=["whole", "tail"])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_row_pairs_equal_single_rows(rng, stride, c_extra, offset, dtype):
-    """3x3 of stride 1 or 2 runs two output rows at a time where their taps all lie in the image
-    (depthwise.pxi's _dw_pairs), one at a time elsewhere. Dropping the top ``stride`` input rows shifts which
-    rows pair with which: every row computed both ways must agree to the bit, at a phase (x off a 64-byte
-    boundary) and with a channel tail too (their blocks run the one-row tiles)."""
+@pytest.mark.parametrize("kernel, stride", [(3, 1), (3, 2), (5, 1), (7, 1)])
+def test_row_pairs_equal_single_rows(rng, kernel, stride, c_extra, offset, dtype):
+    """3x3 kernels of stride 1 or 2, 5x5 and 7x7 of stride 1 run two output rows at a time where their taps all
+    lie in the image (depthwise.pxi's _dw_pairs), one at a time elsewhere. Dropping the top ``stride`` input
+    rows shifts which rows pair with which: every row computed both ways must agree to the bit, at a phase (x
+    off a 64-byte boundary) and with a channel tail too (masked tiles)."""
     c = 3 * LANES[dtype] + c_extra
-    values, weight, bias = depthwise_inputs(rng, dtype, n=2, h=16, w=20, c=c, kh=3, multiplier=None)
+    values, weight, bias = depthwise_inputs(rng, dtype, n=2, h=16, w=20, c=c, kh=kernel, multiplier=None)
     x = aligned_empty(values.shape, values.dtype, offset * dtype.itemsize)  # (offset: elements past a line)
     x[...] = values
-    kwargs = dict(stride=stride, padding=1, activation="relu6")
+    kwargs = dict(stride=stride, padding=kernel // 2, activation="relu6")
     y = check_depthwise(x, weight, bias, **kwargs)
     shifted = check_depthwise(x[:, stride:], weight, bias, **kwargs)  # its row j is y's row j + 1
-    rows = shifted.shape[1]
-    assert_bitwise_equal(shifted[:, 1:rows - 1], y[:, 2:rows])
+    rows, top = shifted.shape[1], kernel // 2  # (its rows above ``top`` read padding where y's read x)
+    assert_bitwise_equal(shifted[:, top:rows - 1], y[:, top + 1:rows])
 
 
 # ----------------------------------------------------------------------------------------- edge sizes

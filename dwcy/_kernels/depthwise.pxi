@@ -4,8 +4,9 @@
 # of channel blocks and bands of rows (_dw_split). A band runs in chunks of channel blocks (a block: one
 # vector, LANES channels) when the input (all images) fits in L2, each chunk over all the band's rows, so
 # that the input rows consecutive output rows share stay in L1; larger inputs run all blocks row by row,
-# reading each row in memory order (_dw_chunk). 3x3 kernels of stride 1 or 2 run two output rows at a time
-# where all their taps lie in the image (_dw_pairs: each input row loaded once for both). In a row:
+# reading each row in memory order (_dw_chunk). 3x3 kernels of stride 1 or 2, 5x5 and 7x7 of stride 1 run
+# two output rows at a time where all their taps lie in the image (_dw_pairs: each input row loaded once
+# for both). In a row:
 #
 #   kernels 3 wide of stride 1 or 2,    DWCY_DW_PIXELS pixels x DWCY_DW_FIXED_VECTORS vectors a tile from
 #   5 or 7 wide of stride 1 (dilation   the left edge on (a last odd block: 1 vector), input loads shared
@@ -85,6 +86,7 @@ cdef extern from "microkernels.h" nogil:
         ROW_K3S1D2 "DWCY_ROW_K3S1D2"
     bint dwcy_dw_has_narrow(RowTile kind) noexcept
     bint dwcy_dw_has_dup2(RowTile kind) noexcept
+    bint dwcy_dw_has_rows2(RowTile kind) noexcept
     void dwcy_dw_f32_fixed(RowTile kind, int vectors, bint narrow, bint dup2, const float *x, Py_ssize_t row_step,
                           Py_ssize_t col_step,
                           Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step,
@@ -96,11 +98,11 @@ cdef extern from "microkernels.h" nogil:
                           Py_ssize_t w_block_step, int nkh, const double *bias, double *y, Py_ssize_t y_pix_step,
                           int npix, int lo, int hi, int activation) noexcept
     int DWCY_DW_ROWS2
-    void dwcy_dw_f32_rows2(int stride, bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
+    void dwcy_dw_f32_rows2(RowTile kind, bint narrow, const float *x, Py_ssize_t row_step, Py_ssize_t col_step,
                            Py_ssize_t iw0, int q_lo, int q_hi, const float *w, Py_ssize_t w_row_step, const float *bias,
                            float *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix, int lo, int hi,
                            int activation) noexcept
-    void dwcy_dw_f64_rows2(int stride, bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
+    void dwcy_dw_f64_rows2(RowTile kind, bint narrow, const double *x, Py_ssize_t row_step, Py_ssize_t col_step,
                            Py_ssize_t iw0, int q_lo, int q_hi, const double *w, Py_ssize_t w_row_step,
                            const double *bias, double *y, Py_ssize_t y_row_step, Py_ssize_t y_pix_step, int npix,
                            int lo, int hi, int activation) noexcept
@@ -227,25 +229,24 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
 
 cdef inline bint _dw_pairs(const DwGeometry *g) noexcept nogil:
     """Do consecutive output rows whose taps all lie in the image run two at a time (_dw_row_pair)? For
-    3x3 kernels of stride 1 or 2 (the same each way; dilation 1), without a multiplier, where this level has
-    the tiles (DWCY_DW_ROWS2): MobileNetV2's layers ran 1.0-1.2x faster so than row by row."""
-    cdef RowTile kind = _row_tile(g)
-    return (DWCY_DW_ROWS2 and (kind == ROW_K3S1 or kind == ROW_K3S2) and g.kh == 3 and g.sh == g.sw
-            and g.dh == 1 and g.m == 1)
+    square kernels whose rows have two-row tiles (dwcy_dw_has_rows2: 3x3 of stride 1 or 2, 5x5 and 7x7 of
+    stride 1, where this level has them), the same stride each way, dilation 1, no multiplier: MobileNetV2's
+    3x3 layers ran 1.0-1.2x faster so than row by row."""
+    return (dwcy_dw_has_rows2(_row_tile(g)) and g.kh == g.kw and g.sh == g.sw and g.dh == 1 and g.m == 1)
 
 
 cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
                        floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
-    """Output rows r and the next (_dw_pairs; both with all three tap rows), into y and the row after it,
+    """Output rows r and the next (_dw_pairs; both with all their tap rows), into y and the row after it,
     channel blocks [b0, b1) as _dw_row_fixed takes them (b1 past the last whole block: the partial block of
     a channel tail), in two-row tiles of one vector (masked for the wrapped first block of a phase and a
     channel tail's partial block)."""
     cdef int lanes = _lanes(wpack)
     cdef RowTile kind = _row_tile(g)
     cdef bint narrow = _dw_narrow(kind, g)
-    cdef Py_ssize_t co = g.c, row_size = g.ow * co
+    cdef Py_ssize_t co = g.c, row_size = g.ow * co, taps = g.kh * g.kw
     cdef Py_ssize_t pixels = DWCY_DW_NARROW_PIXELS if narrow else DWCY_DW_PIXELS
-    cdef Py_ssize_t span = (pixels - 1) * g.sw + 3  # input columns of a tile (DWCY_DW_SPAN)
+    cdef Py_ssize_t span = (pixels - 1) * g.sw + g.kw  # input columns of a tile (DWCY_DW_SPAN)
     cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels (and [0, phase) wrap)
     cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
     cdef Py_ssize_t t, ow0, iw0, b
@@ -260,12 +261,12 @@ cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpac
             lo = <int>r.phase if b == 0 else 0
             hi = <int>min(lanes, end - b * lanes)
             if floating is float:
-                dwcy_dw_f32_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                  wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
+                dwcy_dw_f32_rows2(kind, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                  wpack + b * taps * lanes, g.kw * lanes, bpack + b * lanes,
                                   y + ow0 * co + b * lanes - r.phase, row_size, co, npix, lo, hi, g.activation)
             else:
-                dwcy_dw_f64_rows2(<int>g.sw, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                  wpack + b * 9 * lanes, 3 * lanes, bpack + b * lanes,
+                dwcy_dw_f64_rows2(kind, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                  wpack + b * taps * lanes, g.kw * lanes, bpack + b * lanes,
                                   y + ow0 * co + b * lanes - r.phase, row_size, co, npix, lo, hi, g.activation)
 
 

@@ -44,9 +44,9 @@
  * DWCY_DW_DUP2     depthwise, channel multiplier 2, kernels 3 wide of stride 1 or 2: 1 when the tiles read the
  *                  input itself, each loaded vector permuted into the two output vectors of its channels (the
  *                  _dup2 tiles), instead of a copy with each channel twice (DWCY_DW_EXPAND_BYTES); 0: the copy
- * DWCY_DW_ROWS2    depthwise, 3x3 of stride 1 or 2: 1 when two output rows whose taps all lie in the image run
- *                  together, one vector a tile (the _rows2 tiles: their input rows are loaded once for both,
- *                  the nine weights once), instead of one row at a time; 0: one at a time
+ * DWCY_DW_ROWS2    depthwise, 3x3 of stride 1 or 2, 5x5 and 7x7 of stride 1: 1 when two output rows whose taps
+ *                  all lie in the image run together, one vector a tile (the _rows2 tiles: their input rows
+ *                  and weights are loaded once for both), instead of one row at a time; 0: one at a time
  * DWCY_GEMM_MR     pointwise: rows (pixels) per register tile
  *                  (x 2 vectors of output channels: NR = 2 * lanes)
  * DWCY_GEMM_MR1    pointwise: rows of the one-vector tile, which runs MR rows as groups of this many (the
@@ -540,18 +540,31 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         }                                                                                                  \
     }
 /*
- * Two output rows at once, 3x3 of stride S (1 or 2) each way (DWCY_DW_ROWS2): NPIX pixels x 1 vector of each of
- * two consecutive rows whose three tap rows all lie in the image (row 1's are row 0's, S on). Their S + 3 input
- * rows are read once for both (input row i feeds row r through tap row i - r*S), and the nine weights stay in
- * registers: 2 x NPIX accumulators + 9 weights + 1 input of the 32 registers. The arguments are the whole
- * one-row tile's of one vector, nkh = 3 and no w_block_step, with y_row_step (the elements between the two
- * output rows). Each pixel sums bias, then its taps in (kh, kw) order, padded columns skipped: the one-row
+ * Two output rows at once, KxK kernels of stride S (3x3 of stride 1 or 2, 5x5 and 7x7 of stride 1; dilation 1)
+ * (DWCY_DW_ROWS2): NPIX pixels x 1 vector of each of two consecutive rows whose K tap rows all lie in the image
+ * (row 1's are row 0's, S on). Their S + K input rows are read once for both (input row i feeds row r through
+ * tap row i - r*S), and each weight is loaded once for both rows (a 3x3 kernel's at the start, a larger one's
+ * as its input row comes): 2 x NPIX accumulators + 9 weights (3x3) or 2 x K (at most 14) + 1 input of the 32
+ * registers. The arguments
+ * are the one-row tile's of one vector, nkh = K and no w_block_step, with y_row_step (the elements between the
+ * two output rows); NAME takes whole vectors (lo = 0, hi = LANES), NAME_masked any lo and hi (the one-row
+ * tiles' masks). Each pixel sums bias, then its taps in (kh, kw) order, padded columns skipped: the one-row
  * tile's sums, bit for bit.
  */
-#define DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, SKIP)                                                      \
-    DWCY_UNROLL for (int i = 0; i < (S) + 3; i++) {                                                            \
+/* Tap rows of weights a tile holds in registers: all three of a 3x3 kernel; the last S + 1 read of a larger one
+ * (tap row i - S, which row 1 needs with row 0's tap row i, up to i). */
+#define DWCY_DW_ROWS2_HELD(K, S) ((K) == 3 ? 3 : (S) + 1)
+#define DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, K, S, MASKED, SKIP)                                                   \
+    DWCY_UNROLL for (int i = 0; i < (S) + (K); i++) {                                                          \
         const T *xr = x + i * row_step + iw0 * col_step;                                                       \
-        DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, 3, S, 1); q++) {                                    \
+        if ((K) > 3) { /* (3x3: all nine weights loaded once, at the top) */                                   \
+            /* No load is hoisted above this, to the tile's top (gcc hoisted all 49 7x7 weights, and spilled) */ \
+            __asm__ __volatile__("" ::: "memory");                                                             \
+            if (i < (K)) /* tap row i's weights, in place of tap row i - S - 1's (no longer needed) */        \
+                DWCY_UNROLL for (int j = 0; j < (K); j++)                                                      \
+                    memcpy(&wv[i % DWCY_DW_ROWS2_HELD(K, S)][j], w + i * w_row_step + j * lanes, sizeof(V));   \
+        }                                                                                                      \
+        DWCY_UNROLL for (int q = 0; q < DWCY_DW_SPAN(NPIX, K, S, 1); q++) {                                    \
             if (SKIP) continue;                                                                                \
             V xv;                                                                                              \
             if (MASKED) DWCY_LOAD_MASKED(T, 0, xv, xr + q * col_step, xr + (q + 1) * col_step);                \
@@ -559,15 +572,15 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
             DWCY_UNROLL for (int r = 0; r < 2; r++)                                                            \
                 DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                   \
                     const int kh = i - r * (S), j = q - p * (S);                                               \
-                    if (kh >= 0 && kh < 3 && j >= 0 && j < 3) acc[r][p] += xv * wv[kh][j];                     \
+                    if (kh >= 0 && kh < (K) && j >= 0 && j < (K))                                              \
+                        acc[r][p] += xv * wv[kh % DWCY_DW_ROWS2_HELD(K, S)][j];                                \
                 }                                                                                              \
         }                                                                                                      \
     }
-/* NAME, whole vectors (lo = 0, hi = LANES), and NAME_masked, any lo and hi (the one-row tiles' masks). */
-#define DWCY_DEFINE_DW_TILE_ROWS2(NAME, T, V, NPIX, S)                                                          \
-    DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME, T, V, NPIX, S, 0)                                                      \
-    DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME##_masked, T, V, NPIX, S, 1)
-#define DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME, T, V, NPIX, S, MASKED)                                             \
+#define DWCY_DEFINE_DW_TILE_ROWS2(NAME, T, V, NPIX, K, S)                                                       \
+    DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME, T, V, NPIX, K, S, 0)                                                   \
+    DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME##_masked, T, V, NPIX, K, S, 1)
+#define DWCY_DEFINE_DW_TILE_ROWS2_BODY(NAME, T, V, NPIX, K, S, MASKED)                                          \
     static inline void NAME(const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo,    \
                             int q_hi, const T *w, ptrdiff_t w_row_step, const T *bias, T *y,               \
                             ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix, int lo, int hi,          \
@@ -576,21 +589,23 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
         const int lanes = (int)(sizeof(V) / sizeof(T));                                                    \
         const unsigned mask[1] = {~DWCY_LANES_BELOW(lo) & DWCY_LANES_BELOW(hi)};                           \
         const unsigned wrapmask = DWCY_LANES_BELOW(lo); /* the lanes one pixel on (a phase's wrap) */      \
-        V acc[2][NPIX], wv[3][3], b;                                                                       \
+        V acc[2][NPIX], wv[DWCY_DW_ROWS2_HELD(K, S)][K], b; /* the weights of the tap rows held */         \
         (void)mask, (void)wrapmask;                                                                        \
         memcpy(&b, bias, sizeof(V));                                                                       \
         DWCY_UNROLL for (int r = 0; r < 2; r++) DWCY_UNROLL for (int p = 0; p < NPIX; p++) acc[r][p] = b;  \
-        DWCY_UNROLL for (int i = 0; i < 3; i++)                                                            \
-            DWCY_UNROLL for (int j = 0; j < 3; j++)                                                        \
-                memcpy(&wv[i][j], w + i * w_row_step + j * lanes, sizeof(V));                              \
+        if ((K) == 3)                                                                                      \
+            DWCY_UNROLL for (int i = 0; i < 3; i++)                                                        \
+                DWCY_UNROLL for (int j = 0; j < 3; j++)                                                    \
+                    memcpy(&wv[i][j], w + i * w_row_step + j * lanes, sizeof(V));                          \
         /* The columns to skip, known at compile time for the interior and the padding of 'same' (as in */ \
         /* the one-row tile). */                                                                           \
-        const int span = DWCY_DW_SPAN(NPIX, 3, S, 1), cut_r = span - q_hi;                                 \
-        if (q_lo == 0 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, 0)                       \
-        else if (q_lo == 0 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q >= span - 1)      \
-        else if (q_lo == 1 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q < 1)              \
-        else if (q_lo == 1 && cut_r == 1) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q < 1 || q >= span - 1) \
-        else DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, S, MASKED, q < q_lo || q >= q_hi)                            \
+        const int span = DWCY_DW_SPAN(NPIX, K, S, 1), cut_r = span - q_hi, pad = ((K) - 1) / 2;            \
+        if (q_lo == 0 && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, K, S, MASKED, 0)                    \
+        else if (q_lo == 0 && cut_r == pad) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, K, S, MASKED, q >= span - pad) \
+        else if (q_lo == pad && cut_r == 0) DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, K, S, MASKED, q < pad)        \
+        else if (q_lo == pad && cut_r == pad)                                                              \
+            DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, K, S, MASKED, q < pad || q >= span - pad)                   \
+        else DWCY_DW_ROWS2_TAP_ROWS(T, V, NPIX, K, S, MASKED, q < q_lo || q >= q_hi)                         \
         dwcy_vactivate_##V(&acc[0][0], 2 * NPIX, activation);                                              \
         DWCY_UNROLL for (int r = 0; r < 2; r++)                                                            \
             DWCY_UNROLL for (int p = 0; p < NPIX; p++) {                                                   \
@@ -708,45 +723,6 @@ DWCY_DEFINE_DW_TAIL(double)
 DWCY_DEFINE_DW_TILES(f32, float, dwcy_vf32)
 DWCY_DEFINE_DW_TILES(f64, double, dwcy_vf64)
 
-/* The two-row tiles, of stride 1 and 2 and both widths, and dwcy_dw_<dtype>_rows2(stride, narrow, <their
- * arguments>), which picks one. */
-#define DWCY_DW_ROWS2_PARAMS(T)                                                                                \
-    const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi, const T *w,         \
-        ptrdiff_t w_row_step, const T *bias, T *y, ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix,       \
-        int lo, int hi, int activation
-#define DWCY_DW_ROWS2_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, bias, y, y_row_step, y_pix_step, \
-                           npix, lo, hi, activation
-#if DWCY_DW_ROWS2
-#define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
-    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1_rows2, T, V, DWCY_DW_PIXELS, 1)                          \
-    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s1n_rows2, T, V, DWCY_DW_NARROW_PIXELS, 1)                  \
-    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s2_rows2, T, V, DWCY_DW_PIXELS, 2)                          \
-    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_k3s2n_rows2, T, V, DWCY_DW_NARROW_PIXELS, 2)                  \
-    static inline void dwcy_dw_##SUFFIX##_rows2(int stride, int narrow, DWCY_DW_ROWS2_PARAMS(T))              \
-    {                                                                                                          \
-        const int whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                                     \
-        if (stride == 1 && narrow) DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s1n_rows2);                         \
-        else if (stride == 1) DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s1_rows2);                               \
-        else if (narrow) DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s2n_rows2);                                   \
-        else DWCY_DW_ROWS2_CALL(dwcy_dw_##SUFFIX##_k3s2_rows2);                                                \
-    }
-#define DWCY_DW_ROWS2_CALL(TILE)                                                                               \
-    do {                                                                                                       \
-        if (whole) TILE(DWCY_DW_ROWS2_ARGS);                                                                   \
-        else TILE##_masked(DWCY_DW_ROWS2_ARGS);                                                                \
-    } while (0)
-#else /* never called (depthwise.pxi's _dw_pairs) */
-#define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
-    static inline void dwcy_dw_##SUFFIX##_rows2(int stride, int narrow, DWCY_DW_ROWS2_PARAMS(T))              \
-    {                                                                                                          \
-        (void)stride, (void)narrow, (void)x, (void)row_step, (void)col_step, (void)iw0, (void)q_lo, (void)q_hi; \
-        (void)w, (void)w_row_step, (void)bias, (void)y, (void)y_row_step, (void)y_pix_step, (void)npix;        \
-        (void)lo, (void)hi, (void)activation;                                                                  \
-    }
-#endif
-DWCY_DEFINE_DW_ROWS2(f32, float, dwcy_vf32)
-DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
-
 /*
  * Rows whose kernel width and stride have a fixed-width tile (depthwise.pxi's _row_tile picks the kind), and
  * the tile of a kind of 1 or 2 vectors, of DWCY_DW_PIXELS pixels or (narrow) DWCY_DW_NARROW_PIXELS, reading an
@@ -829,6 +805,58 @@ static inline int dwcy_dw_has_dup2(dwcy_row_tile kind)
     }
 DWCY_DEFINE_DW_FIXED(f32, float)
 DWCY_DEFINE_DW_FIXED(f64, double)
+
+/* The two-row tiles of each row kind that has them (dwcy_dw_has_rows2), of both widths, and
+ * dwcy_dw_<dtype>_rows2(kind, narrow, <their arguments>), which picks one. */
+#define DWCY_DW_ROWS2_PARAMS(T)                                                                                \
+    const T *x, ptrdiff_t row_step, ptrdiff_t col_step, ptrdiff_t iw0, int q_lo, int q_hi, const T *w,         \
+        ptrdiff_t w_row_step, const T *bias, T *y, ptrdiff_t y_row_step, ptrdiff_t y_pix_step, int npix,       \
+        int lo, int hi, int activation
+#define DWCY_DW_ROWS2_ARGS x, row_step, col_step, iw0, q_lo, q_hi, w, w_row_step, bias, y, y_row_step, y_pix_step, \
+                           npix, lo, hi, activation
+static inline int dwcy_dw_has_rows2(dwcy_row_tile kind)
+{
+    return DWCY_DW_ROWS2 && (kind == DWCY_ROW_K3S1 || kind == DWCY_ROW_K3S2 || kind == DWCY_ROW_K5S1
+                             || kind == DWCY_ROW_K7S1);
+}
+#if DWCY_DW_ROWS2
+#define DWCY_DEFINE_DW_ROWS2_KIND(SUFFIX, T, V, KS, K, S)                                                      \
+    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_##KS##_rows2, T, V, DWCY_DW_PIXELS, K, S)                     \
+    DWCY_DEFINE_DW_TILE_ROWS2(dwcy_dw_##SUFFIX##_##KS##n_rows2, T, V, DWCY_DW_NARROW_PIXELS, K, S)
+#define DWCY_DW_ROWS2_CASE(KIND, TILE)                                                                         \
+    case KIND:                                                                                                 \
+        if (narrow && whole) TILE##n_rows2(DWCY_DW_ROWS2_ARGS);                                                \
+        else if (narrow) TILE##n_rows2_masked(DWCY_DW_ROWS2_ARGS);                                             \
+        else if (whole) TILE##_rows2(DWCY_DW_ROWS2_ARGS);                                                      \
+        else TILE##_rows2_masked(DWCY_DW_ROWS2_ARGS);                                                          \
+        break;
+#define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
+    DWCY_DEFINE_DW_ROWS2_KIND(SUFFIX, T, V, k3s1, 3, 1)                                                        \
+    DWCY_DEFINE_DW_ROWS2_KIND(SUFFIX, T, V, k3s2, 3, 2)                                                        \
+    DWCY_DEFINE_DW_ROWS2_KIND(SUFFIX, T, V, k5s1, 5, 1)                                                        \
+    DWCY_DEFINE_DW_ROWS2_KIND(SUFFIX, T, V, k7s1, 7, 1)                                                        \
+    static inline void dwcy_dw_##SUFFIX##_rows2(dwcy_row_tile kind, int narrow, DWCY_DW_ROWS2_PARAMS(T))      \
+    {                                                                                                          \
+        const int whole = lo == 0 && hi == (int)(DWCY_VBYTES / sizeof(T));                                     \
+        switch (kind) {                                                                                        \
+            DWCY_DW_ROWS2_CASE(DWCY_ROW_K3S1, dwcy_dw_##SUFFIX##_k3s1)                                         \
+            DWCY_DW_ROWS2_CASE(DWCY_ROW_K3S2, dwcy_dw_##SUFFIX##_k3s2)                                         \
+            DWCY_DW_ROWS2_CASE(DWCY_ROW_K5S1, dwcy_dw_##SUFFIX##_k5s1)                                         \
+            DWCY_DW_ROWS2_CASE(DWCY_ROW_K7S1, dwcy_dw_##SUFFIX##_k7s1)                                         \
+        default: break;                                                                                        \
+        }                                                                                                      \
+    }
+#else /* never called (dwcy_dw_has_rows2) */
+#define DWCY_DEFINE_DW_ROWS2(SUFFIX, T, V)                                                                     \
+    static inline void dwcy_dw_##SUFFIX##_rows2(dwcy_row_tile kind, int narrow, DWCY_DW_ROWS2_PARAMS(T))      \
+    {                                                                                                          \
+        (void)kind, (void)narrow, (void)x, (void)row_step, (void)col_step, (void)iw0, (void)q_lo, (void)q_hi;  \
+        (void)w, (void)w_row_step, (void)bias, (void)y, (void)y_row_step, (void)y_pix_step, (void)npix;        \
+        (void)lo, (void)hi, (void)activation;                                                                  \
+    }
+#endif
+DWCY_DEFINE_DW_ROWS2(f32, float, dwcy_vf32)
+DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
 
 /*
  * Pointwise (GEMM) tile: MR rows (pixels) x NR = NV * lanes output channels, over the whole K, so each
