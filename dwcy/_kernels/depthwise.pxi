@@ -187,12 +187,15 @@ cdef inline bint _dw_narrow(RowTile kind, const DwGeometry *g) noexcept nogil:
 
 
 cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const floating *wpack,
-                        const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+                        const floating *bpack, floating *y, Py_ssize_t b0, Py_ssize_t b1,
+                        bint pair=False) noexcept nogil:
     """One output row of a kernel whose width and stride have a tile of their own (_row_tile), channel blocks
     [b0, b1), the first possibly wrapped around at a phase (_dw_phase) and the last possibly the partial block
     of the channel tail: DWCY_DW_PIXELS pixels a tile from the left edge on, each tile skipping the padding
     columns it meets and storing its real pixels and channels (DWCY_DW_NARROW_PIXELS a tile where they fit the
-    row better: _dw_narrow); DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time."""
+    row better: _dw_narrow); DWCY_DW_FIXED_VECTORS blocks at a time, the rest one at a time. With ``pair``
+    (_dw_pairs; this row and the next with all their tap rows), this row and the next into y and the row
+    after it, in two-row tiles of one block."""
     cdef int lanes = _lanes(wpack)
     cdef bint narrow = _dw_narrow(kind, g)
     cdef Py_ssize_t co = g.c * g.m, taps = g.kh * g.kw
@@ -202,7 +205,7 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
     cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
     cdef Py_ssize_t x_block = lanes // 2 if r.dup2 else lanes  # elements of x between blocks
     cdef const floating *w = wpack + r.kh0 * g.kw * lanes
-    cdef int most = DWCY_DW_FIXED_VECTORS
+    cdef int most = 1 if pair else DWCY_DW_FIXED_VECTORS
     cdef Py_ssize_t t, ow0, iw0, b
     cdef int q_lo, q_hi, npix, vectors, lo, hi
     for t in range((g.ow + pixels - 1) // pixels):
@@ -217,57 +220,36 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
             lo = <int>r.phase if b == 0 else 0
             hi = <int>min(lanes, end - (b + vectors - 1) * lanes)
             if floating is float:
-                dwcy_dw_f32_fixed(kind, vectors, narrow, r.dup2, x + b * x_block, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                  w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
-                                  y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
+                if pair:
+                    dwcy_dw_f32_rows2(kind, narrow, x + b * x_block, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                      w + b * taps * lanes, g.kw * lanes, bpack + b * lanes,
+                                      y + ow0 * co + b * lanes - r.phase, g.ow * co, co, npix, lo, hi,
+                                      g.activation)
+                else:
+                    dwcy_dw_f32_fixed(kind, vectors, narrow, r.dup2, x + b * x_block, r.row_step, r.ci, iw0,
+                                      q_lo, q_hi, w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh,
+                                      bpack + b * lanes, y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
+                                      g.activation)
             else:
-                dwcy_dw_f64_fixed(kind, vectors, narrow, r.dup2, x + b * x_block, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                  w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh, bpack + b * lanes,
-                                  y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi, g.activation)
+                if pair:
+                    dwcy_dw_f64_rows2(kind, narrow, x + b * x_block, r.row_step, r.ci, iw0, q_lo, q_hi,
+                                      w + b * taps * lanes, g.kw * lanes, bpack + b * lanes,
+                                      y + ow0 * co + b * lanes - r.phase, g.ow * co, co, npix, lo, hi,
+                                      g.activation)
+                else:
+                    dwcy_dw_f64_fixed(kind, vectors, narrow, r.dup2, x + b * x_block, r.row_step, r.ci, iw0,
+                                      q_lo, q_hi, w + b * taps * lanes, g.kw * lanes, taps * lanes, <int>r.nkh,
+                                      bpack + b * lanes, y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
+                                      g.activation)
             b += vectors
 
 
 cdef inline bint _dw_pairs(const DwGeometry *g) noexcept nogil:
-    """Do consecutive output rows whose taps all lie in the image run two at a time (_dw_row_pair)? For
-    square kernels whose rows have two-row tiles (dwcy_dw_has_rows2: 3x3 of stride 1 or 2, 5x5 and 7x7 of
+    """Do consecutive output rows whose taps all lie in the image run two at a time (_dw_row_fixed's pair)?
+    For square kernels whose rows have two-row tiles (dwcy_dw_has_rows2: 3x3 of stride 1 or 2, 5x5 and 7x7 of
     stride 1, where this level has them), the same stride each way, dilation 1, no multiplier: MobileNetV2's
     3x3 layers ran 1.0-1.2x faster so than row by row."""
     return (dwcy_dw_has_rows2(_row_tile(g)) and g.kh == g.kw and g.sh == g.sw and g.dh == 1 and g.m == 1)
-
-
-cdef void _dw_row_pair(const DwRow *r, const DwGeometry *g, const floating *wpack, const floating *bpack,
-                       floating *y, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
-    """Output rows r and the next (_dw_pairs; both with all their tap rows), into y and the row after it,
-    channel blocks [b0, b1) as _dw_row_fixed takes them (b1 past the last whole block: the partial block of
-    a channel tail), in two-row tiles of one vector (masked for the wrapped first block of a phase and a
-    channel tail's partial block)."""
-    cdef int lanes = _lanes(wpack)
-    cdef RowTile kind = _row_tile(g)
-    cdef bint narrow = _dw_narrow(kind, g)
-    cdef Py_ssize_t co = g.c, row_size = g.ow * co, taps = g.kh * g.kw
-    cdef Py_ssize_t pixels = DWCY_DW_NARROW_PIXELS if narrow else DWCY_DW_PIXELS
-    cdef Py_ssize_t span = (pixels - 1) * g.sw + g.kw  # input columns of a tile (DWCY_DW_SPAN)
-    cdef Py_ssize_t end = co + r.phase  # the blocks' lanes [phase, end) are the channels (and [0, phase) wrap)
-    cdef const floating *x = <const floating *>r.x - r.phase  # block b's first lane, of channel b*lanes - phase
-    cdef Py_ssize_t t, ow0, iw0, b
-    cdef int q_lo, q_hi, npix, lo, hi
-    for t in range((g.ow + pixels - 1) // pixels):
-        ow0 = t * pixels
-        iw0 = ow0 * g.sw - g.pl
-        q_lo = <int>max(0, min(span, -iw0))
-        q_hi = <int>max(q_lo, min(span, g.w - iw0))
-        npix = <int>min(pixels, g.ow - ow0)
-        for b in range(b0, b1):
-            lo = <int>r.phase if b == 0 else 0
-            hi = <int>min(lanes, end - b * lanes)
-            if floating is float:
-                dwcy_dw_f32_rows2(kind, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                  wpack + b * taps * lanes, g.kw * lanes, bpack + b * lanes,
-                                  y + ow0 * co + b * lanes - r.phase, row_size, co, npix, lo, hi, g.activation)
-            else:
-                dwcy_dw_f64_rows2(kind, narrow, x + b * lanes, r.row_step, r.ci, iw0, q_lo, q_hi,
-                                  wpack + b * taps * lanes, g.kw * lanes, bpack + b * lanes,
-                                  y + ow0 * co + b * lanes - r.phase, row_size, co, npix, lo, hi, g.activation)
 
 
 cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t taps, Py_ssize_t size,
@@ -573,11 +555,11 @@ cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item,
         r.row_step = row
 
 
-cdef inline bint _dw_image_in_l2(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
-    """Does one image's input fit in L2 (DWCY_DW_CHUNK_INPUT_BYTES)? Then slices of its rows (a group of
-    channel blocks: _dw_split) come from L2; those of a larger one would stream from L3 or memory far slower
-    than whole rows."""
-    return g.h * g.w * g.c * itemsize <= DWCY_DW_CHUNK_INPUT_BYTES
+cdef inline bint _dw_input_in_l2(const DwGeometry *g, Py_ssize_t itemsize, Py_ssize_t images) noexcept nogil:
+    """Does the input of ``images`` images fit in L2 (DWCY_DW_CHUNK_INPUT_BYTES)? Then slices of its rows (a
+    chunk or a group of channel blocks) come from L2; those of a larger one would stream from L3 or memory far
+    slower than whole rows."""
+    return images * g.h * g.w * g.c * itemsize <= DWCY_DW_CHUNK_INPUT_BYTES
 
 
 cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t itemsize) noexcept nogil:
@@ -588,7 +570,7 @@ cdef inline Py_ssize_t _dw_chunk(const DwGeometry *g, int lanes, Py_ssize_t item
     memory far better than one chunk's slice of it (8 images of 28x28x192 or 14x14x576: 1.03-1.1x, of
     14x14x384 0.97-1.0x). All of them with a multiplier too (rows are expanded per row)."""
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
-    if g.m > 1 or g.n * g.h * g.w * g.c * itemsize > DWCY_DW_CHUNK_INPUT_BYTES:
+    if g.m > 1 or not _dw_input_in_l2(g, itemsize, g.n):
         return max(1, blocks)
     cdef Py_ssize_t rows = (g.kh - 1) * g.dh + 1 + (g.sh if _dw_pairs(g) else 0)  # (a pair's)
     cdef Py_ssize_t span = rows * g.w * lanes * itemsize  # bytes of one block
@@ -633,7 +615,8 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
                 if (pairs and i + 1 < rows and _dw_row_full(g, item0 + i)
                         and _dw_row_full(g, item0 + i + 1)):
-                    _dw_row_pair(&r, g, wpack, bpack, y + i * row_size, b0, b1 + 1 if tail else b1)
+                    _dw_row_fixed(_row_tile(g), &r, g, wpack, bpack, y + i * row_size, b0,
+                                  b1 + 1 if tail else b1, True)
                     i += 2
                 else:
                     _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, tail)
@@ -764,7 +747,7 @@ cdef void _dw_split(const DwGeometry *g, int lanes, Py_ssize_t itemsize, int thr
     cdef Py_ssize_t want = 4 * threads if threads > 1 else 1
     cdef Py_ssize_t blocks = (g.c * g.m) // lanes
     cdef Py_ssize_t grp = 1
-    if (g.n < want and g.m == 1 and weights_finite and _dw_image_in_l2(g, itemsize)
+    if (g.n < want and g.m == 1 and weights_finite and _dw_input_in_l2(g, itemsize, 1)
             and _dw_rows_uneven(g, threads)):
         grp = max(1, min(blocks // DWCY_DW_FIXED_VECTORS, (want + g.n - 1) // g.n))
     if grp > 1 and not own_lines and (g.n * _dw_bands(g, want, grp)) % threads != 0:  # (else whole bands each)

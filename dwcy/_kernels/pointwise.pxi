@@ -423,8 +423,7 @@ cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lan
     work.unit_rows = DWCY_GEMM_MR
     work.by_tile = _gemm_w_in_l1(k, n, lanes, itemsize)
     while True:
-        work.units = _gemm_units(_gemm_panels(n, lanes), work.block_rows, work.unit_rows)
-        work.items = (pixels + work.block_rows - 1) // work.block_rows * work.units
+        _pw_count_items(pixels, n, lanes, work)
         threads = _threads_for(num_threads, work.items, multiply_adds)
         if work.unit_rows <= 4 or work.items >= 4 * threads:
             break
@@ -433,9 +432,14 @@ cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lan
     if threads > 1 and blocks % threads != 0 and _pw_threads_take_rows(pixels, k, n):
         blocks = _round_up(blocks, threads)
         work.block_rows = _round_up((pixels + blocks - 1) // blocks, work.unit_rows)
-        work.units = _gemm_units(_gemm_panels(n, lanes), work.block_rows, work.unit_rows)
-        work.items = (pixels + work.block_rows - 1) // work.block_rows * work.units
+        _pw_count_items(pixels, n, lanes, work)
     return threads
+
+
+cdef inline void _pw_count_items(Py_ssize_t pixels, Py_ssize_t n, int lanes, PwWork *work) noexcept nogil:
+    """work.units and work.items, from its block_rows and unit_rows."""
+    work.units = _gemm_units(_gemm_panels(n, lanes), work.block_rows, work.unit_rows)
+    work.items = (pixels + work.block_rows - 1) // work.block_rows * work.units
 
 
 cdef inline bint _pw_threads_take_rows(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
