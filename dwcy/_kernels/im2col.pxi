@@ -2,6 +2,15 @@
 # pointwise GEMM computes the convolution. Rows of output pixels are shared among threads.
 
 
+cdef inline void _copy_values(floating *dst, const floating *src, Py_ssize_t count) noexcept nogil:
+    """memcpy of ``count`` values, inlined for a 3x3 kernel on 3 channels (9 values: the RGB stem): a library
+    memcpy call for each tap row of each pixel took three quarters of the stem's im2col."""
+    if count == 9:
+        memcpy(dst, src, 9 * sizeof(floating))
+    else:
+        memcpy(dst, src, count * sizeof(floating))
+
+
 cdef void _im2col_rows(const floating *x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t oh,
                        Py_ssize_t ow, int kernel, int stride, int padding, Py_ssize_t first, Py_ssize_t end,
                        floating *out) noexcept nogil:
@@ -23,7 +32,7 @@ cdef void _im2col_rows(const floating *x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t
                 if ih < 0 or ih >= h:
                     memset(dst, 0, run * sizeof(floating))
                 elif 0 <= iw0 and iw0 + kernel <= w:
-                    memcpy(dst, image + (ih * w + iw0) * c, run * sizeof(floating))
+                    _copy_values(dst, image + (ih * w + iw0) * c, run)
                 else:
                     for kw in range(kernel):
                         if 0 <= iw0 + kw < w:
