@@ -32,6 +32,7 @@ cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_
     """Work items [first, end) in one thread, item = n * bands + band: its depthwise rows into ``band`` (the
     weights packed at this phase), then the pointwise tiles into y."""
     cdef Py_ssize_t item, n, oh0, rows
+    cdef int unit_rows = _gemm_unit_rows(gw.k, gw.n, _lanes(x))
     cdef unsigned int fpu = dwcy_fpu_enter(flush)
     for item in range(first, end):
         n = item // bands
@@ -39,7 +40,7 @@ cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_
         rows = min(band_rows, g.oh - oh0)
         _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, band, expand_buf, weights_finite, phase)
         _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
-                   _gemm_units(gw.panels, rows * g.ow, DWCY_GEMM_MR), activation)
+                   _gemm_units(gw.panels, rows * g.ow, unit_rows), activation, unit_rows)
     dwcy_fpu_exit(flush, fpu)
 
 
