@@ -53,10 +53,11 @@
  *                  pointers of 14 rows of A spill from x86-64's 16 general registers: with one vector, the
  *                  k loop's loads, not its FMAs, bound it)
  * DWCY_GEMM_SHORT_K
- *                  pointwise: layers of at most this many input channels run tiles of DWCY_GEMM_MR1 rows x 2
- *                  vectors, not DWCY_GEMM_MR (a short K leaves the tile's fixed work, its stores and activation,
- *                  a large share, which half as many accumulators pass through faster: K = 16 to 32 ran
- *                  1.08-1.11x faster so on Zen 5; a long K reads each weight panel for fewer rows)
+ *                  pointwise: layers of at most this many input channels, in tiles of two vectors, run tiles of
+ *                  DWCY_GEMM_MR1 rows, not DWCY_GEMM_MR: a tile's work besides its K steps (set-up, activation,
+ *                  stores) weighs more at a short K, and a 14-row tile spills its row pointers. On Zen 5, 16->96
+ *                  ran 1.06-1.09x faster so, 24->144 and 32->192 1.04-1.06x; a K of 96 to 160 no faster (a
+ *                  longer K reads each weight panel for fewer rows)
  * DWCY_GEMM_BLOCK_BYTES, DWCY_GEMM_MAX_TILES
  *                  pointwise: a work item's rows of A fill at most this many bytes (to stay in L2
  *                  while every panel of W passes over them), and at most this many MR-row tiles
@@ -1006,7 +1007,7 @@ DWCY_DEFINE_GEMM_TILES(f64, double, dwcy_vf64)
 /*
  * A tile of DWCY_GEMM_MR1 rows x 2 vectors over `panels` consecutive whole panels of a W packed in one block of
  * K (k x NR each, contiguous; their biases NR apart): one call for all of a row tile's panels where W stays in
- * L1 (pointwise.pxi's _gemm_rows_by_tile), as each tile call's own work is small there (a short K).
+ * L1 (pointwise.pxi's _gemm_rows_by_tile), as each tile's work is small there (a short K: DWCY_GEMM_SHORT_K).
  */
 #define DWCY_DEFINE_GEMM_PANELS(NAME, TILE, T)                                                                   \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, const T *bias, T *c,           \
