@@ -13,7 +13,8 @@
 #
 # A W small enough to stay in L1 whole (DWCY_GEMM_L1_W_BYTES: the expansions of the large layers, 16->96,
 # 24->144, 32->192) swaps the two inner loops: each tile passes over every panel, so that A and C pass once,
-# in memory order (_gemm_rows_by_tile).
+# in memory order (_gemm_rows_by_tile). A short K (DWCY_GEMM_SHORT_K) takes tiles of MR1 rows, not MR
+# (_gemm_unit_rows), and there one call covers a row tile's panels.
 #
 # Threads share the (block, panel, tile) units in even, contiguous runs (_pw_run_packed, _gemm_rows).
 #
