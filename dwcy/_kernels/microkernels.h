@@ -555,11 +555,10 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
  * (row 1's are row 0's, S on). Their S + K input rows are read once for both (input row i feeds row r through
  * tap row i - r*S), and each weight is loaded once for both rows (a 3x3 kernel's at the start, a larger one's
  * as its input row comes): 2 x NPIX accumulators + 9 weights (3x3) or 2 x K (at most 14) + 1 input of the 32
- * registers. The arguments
- * are the one-row tile's of one vector, nkh = K and no w_block_step, with y_row_step (the elements between the
- * two output rows); NAME takes whole vectors (lo = 0, hi = LANES), NAME_masked any lo and hi (the one-row
- * tiles' masks). Each pixel sums bias, then its taps in (kh, kw) order, padded columns skipped: the one-row
- * tile's sums, bit for bit.
+ * registers. The arguments are the one-row tile's of one vector, nkh = K and no w_block_step, with y_row_step
+ * (the elements between the two output rows); NAME takes whole vectors (lo = 0, hi = LANES), NAME_masked any lo
+ * and hi (the one-row tiles' masks). Each pixel sums bias, then its taps in (kh, kw) order, padded columns
+ * skipped: the one-row tile's sums, bit for bit.
  */
 /* Tap rows of weights a tile holds in registers: all three of a 3x3 kernel; the last S + 1 read of a larger one
  * (tap row i - S, which row 1 needs with row 0's tap row i, up to i). */

@@ -304,7 +304,7 @@ cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                     Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows=DWCY_GEMM_MR,
+                     Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows,
                      const floating *weight=NULL, floating *panel=NULL) noexcept nogil:
     """Units [first, end) of c[:rows] = activation(a @ W + bias), a (rows, k) and c (rows, n) row-major.
     Unit u is tile u % tiles of panel u // tiles (tiles of unit_rows rows, _gemm_unit_rows or 4: tiles =
