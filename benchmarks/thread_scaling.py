@@ -1,30 +1,31 @@
-"""dwcy alone at several thread counts: median microseconds per call on MobileNetV2 layers.
+"""dwcy alone at several thread counts: median microseconds per call on the MobileNetV2 layers.
 
-    python benchmarks/thread_scaling.py                    # threads 1,2,4,8,16
-    python benchmarks/thread_scaling.py --threads 1,2 --quick
+    python benchmarks/thread_scaling.py                           # every layer, batch 1 and 8, threads 1-16
+    python benchmarks/thread_scaling.py --threads 1,2 --batch 1 --only depthwise
 
 Run it with an interpreter where dwcy is installed, from outside the checkout's root (there Python would import
-the uncompiled source tree). Each layer's thread counts take turns in 5 rounds of 40 calls, so noise hits them
-alike; a cell is the median of the rounds' medians. Meant for many-core machines, where dwcy should never get
-slower with more threads (it picks fewer itself for small work).
+the uncompiled source tree). The layers are those of ``python -m dwcy bench`` (``dwcy._layers``). Each layer's
+thread counts take turns in 5 rounds of at least 20 ms of calls each, so noise hits them alike; a cell is the
+median of the rounds' medians, and the last column is the best speed-up over one thread. A ``<`` marks a cell
+more than 10 % slower than the cell before it: dwcy should never get slower with more threads (it picks fewer
+itself for small work). Meant for many-core machines.
 """
 
 import argparse
+import functools
 import time
 
 import numpy as np
 
 import dwcy
+from dwcy._layers import BENCHMARK_LAYERS
 
-DEPTHWISE = [(1, 112, 32, 1), (1, 56, 144, 2), (1, 28, 192, 1), (1, 28, 192, 2), (1, 14, 576, 1), (1, 14, 576, 2),
-             (1, 7, 960, 1), (8, 14, 576, 1), (8, 7, 960, 1)]  # (batch, H = W, C, stride)
-POINTWISE = [(1, 56, 24, 144), (1, 28, 192, 32), (1, 14, 384, 64), (1, 14, 576, 96), (1, 7, 960, 320),
-             (8, 14, 384, 64)]  # (batch, H = W, Cin, Cout)
-QUICK = {"depthwise": [DEPTHWISE[2], DEPTHWISE[4], DEPTHWISE[6]], "pointwise": [POINTWISE[2], POINTWISE[4]]}
+FUNCTIONS = {"depthwise": dwcy.depthwise_conv2d, "pointwise": dwcy.pointwise_conv2d,
+             "separable": dwcy.separable_conv2d}
+ROUND_SECONDS = 0.02
 
 
-def median_call(fn, calls):
-    fn()
+def round_median(fn, calls):
     times = []
     for _ in range(calls):
         start = time.perf_counter()
@@ -33,36 +34,51 @@ def median_call(fn, calls):
     return float(np.median(times))
 
 
-def row(name, make, threads, rounds=5, calls=40):
-    fns = {t: make(t) for t in threads}
-    medians = {t: [] for t in threads}
+def calls_per_round(fn):
+    """Enough calls for ROUND_SECONDS, at least 5 (fn is called once first, untimed, to warm up)."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    return max(5, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-7)))
+
+
+def medians(fns, rounds=5):
+    """{threads: median of the rounds' median call times}, the thread counts taking turns in each round."""
+    calls = {t: calls_per_round(fn) for t, fn in fns.items()}
+    per_round = {t: [] for t in fns}
     for _ in range(rounds):
-        for t in threads:
-            medians[t].append(median_call(fns[t], calls))
-    print(f"{name:26s}" + "".join(f" {np.median(medians[t]) * 1e6:9.1f}" for t in threads), flush=True)
+        for t, fn in fns.items():
+            per_round[t].append(round_median(fn, calls[t]))
+    return {t: float(np.median(m)) for t, m in per_round.items()}
+
+
+def format_row(name, seconds):
+    cells, previous = [], None
+    for s in seconds.values():
+        slower = previous is not None and s > 1.1 * previous
+        cells.append(f" {s * 1e6:9.1f}{'<' if slower else ' '}")
+        previous = s if previous is None else min(previous, s)
+    speedup = seconds[next(iter(seconds))] / min(seconds.values())
+    return f"{name:32s}" + "".join(cells) + f" {speedup:7.2f}x"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", default="1,2,4,8,16", help="thread counts, e.g. 1,2,4")
-    parser.add_argument("--quick", action="store_true", help="three depthwise and two pointwise layers")
+    parser.add_argument("--threads", default="1,2,4,8,16", help="thread counts (default: 1,2,4,8,16)")
+    parser.add_argument("--batch", default="1,8", help="batch sizes (default: 1,8)")
+    parser.add_argument("--only", default=",".join(FUNCTIONS), help="operations (default: %(default)s)")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    rng = np.random.default_rng(0)
-    print(f"dwcy {dwcy.__version__}, float32, relu6, bias; median us per call at num_threads =")
-    print(f"{'':26s}" + "".join(f" {t:9d}" for t in threads))
-    for n, h, c, s in QUICK["depthwise"] if args.quick else DEPTHWISE:
-        x = rng.standard_normal((n, h, h, c), dtype=np.float32)
-        w = rng.standard_normal((3, 3, c), dtype=np.float32)
-        b = rng.standard_normal(c, dtype=np.float32)
-        row(f"depthwise b{n} {h}x{h}x{c} s{s}", lambda t, x=x, w=w, b=b, s=s: lambda: dwcy.depthwise_conv2d(
-            x, w, b, stride=s, padding=1, activation="relu6", num_threads=t), threads)
-    for n, h, cin, cout in QUICK["pointwise"] if args.quick else POINTWISE:
-        x = rng.standard_normal((n, h, h, cin), dtype=np.float32)
-        w = rng.standard_normal((cin, cout), dtype=np.float32)
-        b = rng.standard_normal(cout, dtype=np.float32)
-        row(f"pointwise b{n} {h}x{h} {cin}->{cout}", lambda t, x=x, w=w, b=b: lambda: dwcy.pointwise_conv2d(
-            x, w, b, activation="relu6", num_threads=t), threads)
+    batches = [int(b) for b in args.batch.split(",")]
+    print(f"dwcy {dwcy.__version__}, float32; median us per call at num_threads =")
+    print(f"{'':32s}" + "".join(f" {t:9d} " for t in threads) + "    best")
+    for operation in args.only.split(","):
+        function = FUNCTIONS[operation]
+        for batch in batches:
+            for layer in BENCHMARK_LAYERS[operation]:
+                inputs = layer.make_inputs(batch)
+                fns = {t: functools.partial(function, *inputs, num_threads=t, **layer.keywords) for t in threads}
+                print(format_row(f"{operation[:3]} b{batch} {layer.name}", medians(fns)), flush=True)
 
 
 if __name__ == "__main__":
