@@ -4,11 +4,12 @@
     python benchmarks/thread_scaling.py --threads 1,2 --batch 1 --only depthwise
 
 Run it with an interpreter where dwcy is installed, from outside the checkout's root (there Python would import
-the uncompiled source tree). The layers are those of ``python -m dwcy bench`` (``dwcy._layers``). Each layer's
-thread counts take turns in 5 rounds of at least 20 ms of calls each, so noise hits them alike; a cell is the
-median of the rounds' medians, and the last column is the best speed-up over one thread. A ``<`` marks a cell
-more than 10 % slower than the cell before it: dwcy should never get slower with more threads (it picks fewer
-itself for small work). Meant for many-core machines.
+the uncompiled source tree). The layers are those of ``python -m dwcy bench`` (``dwcy._layers``), and the whole
+network (``dwcy.models.MobileNetV2``, random weights). Each layer's thread counts take turns in 5 rounds of at
+least 20 ms of calls each, so noise hits them alike; a cell is the median of the rounds' medians, and the last
+column is the best speed-up over one thread. A ``<`` marks a cell more than 10 % slower than the best before
+it: dwcy should never get slower with more threads (it picks fewer itself for small work). Meant for many-core
+machines.
 """
 
 import argparse
@@ -18,10 +19,11 @@ import time
 import numpy as np
 
 import dwcy
-from dwcy._layers import BENCHMARK_LAYERS
+from dwcy._layers import BENCHMARK_LAYERS, MOBILENET_V2_NETWORK
 
 FUNCTIONS = {"depthwise": dwcy.depthwise_conv2d, "pointwise": dwcy.pointwise_conv2d,
-             "separable": dwcy.separable_conv2d}
+             "separable": dwcy.separable_conv2d, "network": MOBILENET_V2_NETWORK.run}
+LAYERS = {**BENCHMARK_LAYERS, "network": (MOBILENET_V2_NETWORK,)}
 ROUND_SECONDS = 0.02
 
 
@@ -75,7 +77,7 @@ def main():
     for operation in args.only.split(","):
         function = FUNCTIONS[operation]
         for batch in batches:
-            for layer in BENCHMARK_LAYERS[operation]:
+            for layer in LAYERS[operation]:
                 inputs = layer.make_inputs(batch)
                 fns = {t: functools.partial(function, *inputs, num_threads=t, **layer.keywords) for t in threads}
                 print(format_row(f"{operation[:3]} b{batch} {layer.name}", medians(fns)), flush=True)

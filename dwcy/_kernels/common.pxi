@@ -129,6 +129,7 @@ def max_threads():
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_MIN_WORK_PER_THREAD
+    int DWCY_MIN_WORK_PER_WORKER
     int DWCY_DW_MADD_COST
 
 
@@ -139,15 +140,17 @@ cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t multiple) noexcept nog
 
 cdef inline int _threads_for(int requested, Py_ssize_t work_items, double multiply_adds) noexcept nogil:
     """Threads for a parallel loop: the request (0: OpenMP's default) at most, never more than the work
-    items, and no more than one per DWCY_MIN_WORK_PER_THREAD multiply-adds (starting and joining a
-    thread costs a microsecond or two: small layers run faster on fewer threads)."""
-    if _in_forked_child:
+    items; one (no parallel region) unless there are DWCY_MIN_WORK_PER_THREAD multiply-adds for each of two
+    threads (starting and joining a team costs a microsecond or two: small layers run faster on one), and
+    then no more than one per DWCY_MIN_WORK_PER_WORKER. A region starts and joins its whole team whatever
+    the threads that work in it (_team), so once that is paid, the work is best spread over more of them."""
+    if _in_forked_child or multiply_adds < 2.0 * DWCY_MIN_WORK_PER_THREAD:
         return 1
     cdef int n = requested if requested > 0 else omp_get_max_threads()
     if n > work_items:
         n = <int>work_items
-    if n > multiply_adds / DWCY_MIN_WORK_PER_THREAD:
-        n = <int>(multiply_adds / DWCY_MIN_WORK_PER_THREAD)
+    if n > multiply_adds / DWCY_MIN_WORK_PER_WORKER:
+        n = <int>(multiply_adds / DWCY_MIN_WORK_PER_WORKER)
     return n if n > 0 else 1
 
 

@@ -77,9 +77,13 @@
  *                  at each page, left MobileNetV2's stages 1.22-1.29x slower there than one by one (1.09-1.13x
  *                  now); the tiles that follow find the panel in cache, and would pay for the prefetches (2 %)
  * DWCY_MIN_WORK_PER_THREAD
- *                  multiply-adds a thread must have for a call to use it (threads start and join in ~1-2 us),
- *                  counted as pointwise ones: a depthwise multiply-add counts DWCY_DW_MADD_COST of them
- *                  (it loads its input and weight for one use only, and runs about that many times slower)
+ *                  multiply-adds each of two threads must have for a call to open a parallel region (its
+ *                  team starts and joins in ~1-2 us), counted as pointwise ones: a depthwise multiply-add
+ *                  counts DWCY_DW_MADD_COST of them (it loads its input and weight for one use only, and
+ *                  runs about that many times slower)
+ * DWCY_MIN_WORK_PER_WORKER
+ *                  and once a region is open, the multiply-adds each thread that works in it must have (its
+ *                  whole team starts and joins anyway: common.pxi's _team)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
  * DWCY_FUSE_MIN_BYTES
  *                  separable: below this many bytes of intermediate tensor, the stages run unfused
@@ -96,6 +100,7 @@
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 262144
+#define DWCY_MIN_WORK_PER_WORKER 65536
 #define DWCY_DW_MADD_COST 4
 #if defined(__AVX512F__)
 #define DWCY_SIMD_LEVEL "avx512"

@@ -431,7 +431,7 @@ cdef int _pw_run_packed(const GemmWeights *gw, const floating *x, floating *y, P
 ctypedef struct PwWork:
     # How _pw_run_packed splits a call: item = block * units + unit (_gemm_rows' units of a block of rows).
     Py_ssize_t block_rows   # rows of a block
-    int unit_rows           # rows of a unit's tile: _gemm_unit_rows, or 4 when those units are too few
+    int unit_rows           # rows of a unit's tile: _gemm_unit_rows, or MR1 or 4 when those units are too few
     Py_ssize_t units        # units of a block (the last block's extra ones are empty)
     Py_ssize_t items        # in all
     bint by_tile            # units tile by tile (_gemm_rows_by_tile), not panel by panel (_gemm_rows)
@@ -439,9 +439,10 @@ ctypedef struct PwWork:
 
 cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t itemsize,
                           int num_threads, PwWork *work) noexcept nogil:
-    """The work items of a pointwise call (_pw_run_packed); returns the threads they take. Units of 4-row
-    tiles when MR-row ones would not give each thread four (a 7x7 layer's 4 row tiles x 5 panels on 16
-    threads: a few threads did two units, all the others waited for them). Blocks of rows as many as the
+    """The work items of a pointwise call (_pw_run_packed); returns the threads they take. Units of MR1-row
+    tiles, else of 4-row ones, when MR-row ones would not give each thread four (a 7x7 layer's 4 row tiles x
+    5 panels on 16 threads: a few threads did two units, all the others waited for them; but a 4-row tile
+    loads six vectors for eight FMAs, and runs far below the FMA peak). Blocks of rows as many as the
     threads, or a multiple, where the threads are to take rows (_pw_threads_take_rows)."""
     cdef double multiply_adds = <double>pixels * k * n
     cdef int threads
@@ -454,7 +455,7 @@ cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lan
         threads = _threads_for(num_threads, work.items, multiply_adds)
         if work.unit_rows <= 4 or work.items >= 4 * threads:
             break
-        work.unit_rows = 4
+        work.unit_rows = DWCY_GEMM_MR1 if work.unit_rows > DWCY_GEMM_MR1 else 4
     blocks = (pixels + work.block_rows - 1) // work.block_rows
     if threads > 1 and blocks % threads != 0 and _pw_threads_take_rows(pixels, k, n):
         blocks = _round_up(blocks, threads)
