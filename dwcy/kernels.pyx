@@ -7,7 +7,7 @@ names (``baseline``, ``avx2`` or ``avx512``: for tests and comparisons; a level 
 the CPU cannot run is an error), then
 
 * re-exports that level's Python entry points (depthwise, pointwise, separable, build_info, max_threads,
-  aligned_empty, depthwise_fast, pointwise_fast, separable_fast, prepare, im2col),
+  aligned_empty, recycling, depthwise_fast, pointwise_fast, separable_fast, prepare, im2col),
   which dwcy._api calls, and
 * forwards the C-level API of kernels.pxd (``from dwcy.kernels cimport ...``) to that level's functions
   through a table of function pointers copied at import, so other Cython code runs the same level.
@@ -134,6 +134,7 @@ separable = _module.separable
 build_info = _module.build_info
 max_threads = _module.max_threads
 aligned_empty = _module.aligned_empty
+recycling = _module.recycling
 im2col = _module.im2col
 depthwise_fast = _module.depthwise_fast
 pointwise_fast = _module.pointwise_fast

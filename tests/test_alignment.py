@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import dwcy
-from dwcy.kernels import aligned_empty
+from dwcy.kernels import aligned_empty, recycling
 
 from dwcy import reference
 from _helpers import (DTYPES, LANES, assert_canaries_intact, assert_close_to_reference, depthwise_inputs,
@@ -155,3 +155,69 @@ def test_aligned_empty_rejects_bad_arguments():
         aligned_empty((1,) * 9, np.dtype(np.float32))
     with pytest.raises(ValueError):
         aligned_empty((-1,), np.dtype(np.float32))
+
+
+@pytest.fixture
+def no_kept_buffers():
+    """No large buffer kept for reuse before or after a test (recycling(drop=True)): tests see only their own."""
+    gc.collect()
+    recycling(drop=True)
+    yield
+    gc.collect()
+    recycling(drop=True)
+
+
+def big(offset=0):
+    """A new array just at the size whose buffer is reused (RECYCLE_MIN_BYTES)."""
+    return aligned_empty((recycling()[0] // 4,), np.dtype(np.float32), offset)
+
+
+@pytest.mark.usefixtures("no_kept_buffers")
+def test_a_large_buffer_is_reused_once_no_array_uses_it():
+    a = big()
+    data = a.ctypes.data
+    view = a[5:]
+    del a
+    b = big()  # the view keeps the first buffer in use
+    assert b.ctypes.data != data and not np.shares_memory(b, view)
+    del view
+    c = big()
+    assert c.ctypes.data == data
+    assert not np.shares_memory(b, c)
+    c[...] = 1  # reused memory is a plain writeable array
+    b[...] = 2
+    assert (c == 1).all() and (b == 2).all()
+
+
+@pytest.mark.usefixtures("no_kept_buffers")
+def test_reuse_keeps_alignment_and_offset():
+    a = big(16)
+    data = a.ctypes.data
+    del a
+    b = big(40)
+    assert b.ctypes.data % 64 == 40 and b.ctypes.data - 24 == data
+
+
+@pytest.mark.usefixtures("no_kept_buffers")
+def test_kept_buffers_are_bounded_and_can_be_dropped():
+    minimum, most_bytes, most_buffers, _ = recycling()
+    sizes = [minimum // 4 + 1000 * i for i in range(most_buffers + 3)]  # each a little larger: no reuse
+    arrays = [aligned_empty((n,), np.dtype(np.float32)) for n in sizes]
+    del arrays
+    kept = recycling()[3]
+    assert 0 < len(kept) <= most_buffers and sum(kept) <= most_bytes
+    assert recycling(drop=True)[3] == []
+
+
+@pytest.mark.usefixtures("no_kept_buffers")
+def test_a_buffer_far_larger_than_asked_is_not_taken():
+    a = aligned_empty((recycling()[0],), np.dtype(np.float32))  # 4x the minimum
+    data = a.ctypes.data
+    del a
+    b = big()
+    assert b.ctypes.data != data
+
+
+def test_small_arrays_own_a_plain_numpy_buffer():
+    a = aligned_empty((1000,), np.dtype(np.float32))
+    assert type(a.base) is np.ndarray

@@ -4,6 +4,7 @@
 
 import numpy as np
 
+cimport cython
 cimport numpy as cnp
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
@@ -266,7 +267,8 @@ def aligned_empty(tuple shape, cnp.dtype dtype, Py_ssize_t offset=0):
     ``offset`` bytes past one.
 
     NumPy's own allocations start 16 bytes past one, which splits every vector load and store of the
-    kernels across two cache lines (10-30 % slower). The array is a view of a slightly larger buffer.
+    kernels across two cache lines (10-30 % slower). The array is a view of a slightly larger buffer; one of
+    at least RECYCLE_MIN_BYTES is reused once no array uses it (_Recycled).
     """
     cdef int i, ndim = len(shape)
     cdef cnp.npy_intp dims[8]
@@ -283,14 +285,69 @@ cdef cnp.ndarray _aligned_new(int ndim, cnp.npy_intp *dims, cnp.dtype dtype, Py_
     for i in range(ndim):
         size *= dims[i]
     cdef cnp.npy_intp buf_size = size + 128
-    cdef cnp.ndarray buf = cnp.PyArray_EMPTY(1, &buf_size, cnp.NPY_UINT8, 0)
+    cdef cnp.ndarray buf = _take_recycled(buf_size) if buf_size >= RECYCLE_MIN_BYTES else None
+    if buf is None:
+        buf = cnp.PyArray_EMPTY(1, &buf_size, cnp.NPY_UINT8, 0)
     cdef char *data = <char *>cnp.PyArray_DATA(buf)
     Py_INCREF(dtype)  # PyArray_NewFromDescr steals a reference to the dtype
     cdef cnp.ndarray array = PyArray_NewFromDescr(
         cnp.ndarray, dtype, ndim, dims, NULL, data + (64 - <uintptr_t>data % 64) % 64 + offset % 64,
         cnp.NPY_ARRAY_CARRAY, None)
-    cnp.set_array_base(array, buf)
+    if buf_size >= RECYCLE_MIN_BYTES:
+        cnp.set_array_base(array, _Recycled(buf))
+    else:
+        cnp.set_array_base(array, buf)
     return array
+
+
+# Large buffers of new arrays are reused. The C library hands a large allocation back to the system when it
+# is freed (glibc: above 32 MiB), and the next one comes as fresh pages, each zeroed by the system at its first
+# touch, inside the kernels: 8 images of 112x112 16->96 (a 38.5 MB output) took 2.5x as long as into a
+# reused array, and np.empty(...).fill(0) of that size 3x. So a buffer of at least RECYCLE_MIN_BYTES is kept
+# when no array uses it any more, for the next array of about its size; at most RECYCLE_MAX_BUFFERS of them
+# and RECYCLE_MAX_BYTES in all (the oldest dropped first). The GIL guards the list: dwcy does not declare
+# itself free-threading compatible.
+cdef Py_ssize_t RECYCLE_MIN_BYTES = 32 << 20
+cdef Py_ssize_t RECYCLE_MAX_BYTES = 256 << 20
+cdef Py_ssize_t RECYCLE_MAX_BUFFERS = 4
+cdef list _recycled = []  # uint8 buffers no array uses, oldest first
+
+
+def recycling(bint drop=False):
+    """(RECYCLE_MIN_BYTES, RECYCLE_MAX_BYTES, RECYCLE_MAX_BUFFERS, the sizes of the buffers kept now); with
+    ``drop``, first let the kept buffers go (their memory back to the system)."""
+    if drop:
+        del _recycled[:]
+    return RECYCLE_MIN_BYTES, RECYCLE_MAX_BYTES, RECYCLE_MAX_BUFFERS, [cnp.PyArray_NBYTES(b) for b in _recycled]
+
+
+@cython.final
+cdef class _Recycled:
+    """The base of a large array of aligned_empty: owns its buffer, and hands it back for reuse when the array
+    and every view of it are gone."""
+    cdef cnp.ndarray buf
+
+    def __cinit__(self, cnp.ndarray buf):
+        self.buf = buf
+
+    def __dealloc__(self):
+        if _recycled is None:  # (the module is being torn down)
+            return
+        _recycled.append(self.buf)
+        cdef Py_ssize_t kept = sum([cnp.PyArray_NBYTES(b) for b in _recycled])
+        while len(_recycled) > RECYCLE_MAX_BUFFERS or kept > RECYCLE_MAX_BYTES:
+            kept -= cnp.PyArray_NBYTES(_recycled.pop(0))
+
+
+cdef cnp.ndarray _take_recycled(Py_ssize_t size):
+    """A kept buffer of at least ``size`` bytes and at most a quarter more (the smallest), taken out of the
+    list; None if there is none."""
+    cdef Py_ssize_t i, best = -1, nbytes
+    for i in range(len(_recycled)):
+        nbytes = cnp.PyArray_NBYTES(_recycled[i])
+        if size <= nbytes <= size + size // 4 and (best < 0 or nbytes < cnp.PyArray_NBYTES(_recycled[best])):
+            best = i
+    return None if best < 0 else _recycled.pop(best)
 
 
 include "fast.pxi"
