@@ -8,7 +8,7 @@ the CPU cannot run is an error), then
 
 * re-exports that level's Python entry points (depthwise, pointwise, separable, build_info, max_threads,
   aligned_empty, recycling, depthwise_fast, pointwise_fast, separable_fast, prepare, im2col),
-  which dwcy._api calls, and
+  which dwcy._api calls (recycling: the tests, and users who want the kept output buffers let go), and
 * forwards the C-level API of kernels.pxd (``from dwcy.kernels cimport ...``) to that level's functions
   through a table of function pointers copied at import, so other Cython code runs the same level.
 
