@@ -61,19 +61,20 @@ QUICK = Timing(rounds=1, min_time=0.01, min_calls=3)
 SETTLE = 0.15
 
 
-def time_interleaved(functions, timing):
+def time_interleaved(functions, timing, settle=None):
     """Median seconds of one call of each of ``functions`` (no arguments), timed in alternating blocks.
 
-    Each round runs every function in turn for one block: untimed for ``SETTLE`` seconds, so the threads of the
-    previous function's pool are asleep and the one-off costs (OpenMP starting its threads, page faults on fresh
-    buffers) are paid, then timed. Alternating rounds make the noise of a shared machine (a busy neighbour, a
+    Each round runs every function in turn for one block: untimed for ``settle`` seconds (default ``SETTLE``; at
+    least one call), so the threads of the previous function's pool are asleep and the one-off costs (OpenMP
+    starting its threads, page faults on fresh buffers) are paid, then timed. Alternating rounds make the noise of a shared machine (a busy neighbour, a
     clock change) hit every function alike, so their ratio holds when absolute times drift; the median ignores
     the calls a neighbour spoiled. (Blocks, not calls, alternate: see ``SETTLE``.)
     """
+    settle = SETTLE if settle is None else settle
     samples = [[] for _ in functions]
     for _ in range(timing.rounds):
         for function, times in zip(functions, samples):
-            settled = time.perf_counter() + SETTLE
+            settled = time.perf_counter() + settle
             function()  # at least once, however slow
             while time.perf_counter() < settled:
                 function()

@@ -285,7 +285,8 @@ cdef cnp.ndarray _aligned_new(int ndim, cnp.npy_intp *dims, cnp.dtype dtype, Py_
     for i in range(ndim):
         size *= dims[i]
     cdef cnp.npy_intp buf_size = size + 128
-    cdef cnp.ndarray buf = _take_recycled(buf_size) if buf_size >= RECYCLE_MIN_BYTES else None
+    cdef bint recycled = buf_size >= RECYCLE_MIN_BYTES
+    cdef cnp.ndarray buf = _take_recycled(buf_size) if recycled else None
     if buf is None:
         buf = cnp.PyArray_EMPTY(1, &buf_size, cnp.NPY_UINT8, 0)
     cdef char *data = <char *>cnp.PyArray_DATA(buf)
@@ -293,10 +294,7 @@ cdef cnp.ndarray _aligned_new(int ndim, cnp.npy_intp *dims, cnp.dtype dtype, Py_
     cdef cnp.ndarray array = PyArray_NewFromDescr(
         cnp.ndarray, dtype, ndim, dims, NULL, data + (64 - <uintptr_t>data % 64) % 64 + offset % 64,
         cnp.NPY_ARRAY_CARRAY, None)
-    if buf_size >= RECYCLE_MIN_BYTES:
-        cnp.set_array_base(array, _Recycled(buf))
-    else:
-        cnp.set_array_base(array, buf)
+    cnp.set_array_base(array, _Recycled(buf) if recycled else buf)
     return array
 
 
@@ -342,11 +340,11 @@ cdef class _Recycled:
 cdef cnp.ndarray _take_recycled(Py_ssize_t size):
     """A kept buffer of at least ``size`` bytes and at most a quarter more (the smallest), taken out of the
     list; None if there is none."""
-    cdef Py_ssize_t i, best = -1, nbytes
+    cdef Py_ssize_t i, best = -1, best_bytes = size + size // 4 + 1, nbytes
     for i in range(len(_recycled)):
         nbytes = cnp.PyArray_NBYTES(_recycled[i])
-        if size <= nbytes <= size + size // 4 and (best < 0 or nbytes < cnp.PyArray_NBYTES(_recycled[best])):
-            best = i
+        if size <= nbytes < best_bytes:
+            best, best_bytes = i, nbytes
     return None if best < 0 else _recycled.pop(best)
 
 

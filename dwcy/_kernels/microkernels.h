@@ -1043,5 +1043,4 @@ DWCY_DEFINE_GEMM_PANELS(dwcy_gemm_f64_mr1x2_panels, dwcy_gemm_f64_mr1x2, double)
 DWCY_DEFINE_PACK_PANEL(f32, float)
 DWCY_DEFINE_PACK_PANEL(f64, double)
 
-
 #endif /* DWCY_MICROKERNELS_H */
