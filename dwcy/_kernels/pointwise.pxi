@@ -35,9 +35,9 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MR1
     int DWCY_GEMM_SHORT_K
     void dwcy_gemm_f32_mr1x2_panels(Py_ssize_t, const float *, Py_ssize_t, const float *, const float *, float *,
-                                    Py_ssize_t, int, int, int) noexcept
+                                    Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_mr1x2_panels(Py_ssize_t, const double *, Py_ssize_t, const double *, const double *,
-                                    double *, Py_ssize_t, int, int, int) noexcept
+                                    double *, Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f32_mr1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
                              float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f32_mr1x2_packing(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
@@ -291,11 +291,11 @@ cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_
                 if floating is float:
                     dwcy_gemm_f32_mr1x2_panels(k, a + row0 * k, k, _gemm_panel(gw, 0, p, a),
                                                <const floating *>gw.bias + p * nr, c + row0 * n + p * nr, n,
-                                               <int>tile_rows, <int>whole, activation)
+                                               <int>whole, activation)
                 else:
                     dwcy_gemm_f64_mr1x2_panels(k, a + row0 * k, k, _gemm_panel(gw, 0, p, a),
                                                <const floating *>gw.bias + p * nr, c + row0 * n + p * nr, n,
-                                               <int>tile_rows, <int>whole, activation)
+                                               <int>whole, activation)
                 p += whole
         for p in range(p, p1):
             col = p * nr
