@@ -129,6 +129,27 @@ def test_wide_and_deep_channels(rng, cin, cout, shape, dtype):
 
 
 @dtypes
+@pytest.mark.parametrize(
+    "cin, cout_name, shape",
+    [
+        (16, "3L+3", (1, 333, 199)),  # W in L1: row tile by row tile, over every panel (and a partial vector)
+        (100, "L+1", (1, 103, 107)),  # panel by panel, a vector and a partial one
+        (100, "L", (1, 103, 107)),  # one vector: MR rows as groups of MR1
+    ],
+)
+def test_input_streamed_from_memory(rng, cin, cout_name, shape, dtype):
+    # An input of 4 MiB or more (DWCY_GEMM_STREAM_BYTES, here in float32 and float64) comes from memory: the
+    # tiles fetch the next tile's rows as they run; the last tile's fetches point past the input. Pixel
+    # counts that fill no whole tile at the end.
+    n, h, w = shape
+    cout = output_channels(dtype)[cout_name]
+    x, weight, bias = pointwise_inputs(rng, dtype, n=n, h=h, w=w, cin=cin, cout=cout)
+    assert x.nbytes >= 4 * 1024 * 1024
+    y = check_pointwise(x, weight, bias, activation="relu6")
+    np.testing.assert_array_equal(dwcy.pointwise_conv2d(x, weight, bias, activation="relu6", num_threads=2), y)
+
+
+@dtypes
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_weights_packed_as_used_equal_weights_packed_ahead(rng, dtype, threads):
     # A large W (over 512 KB) and one image of 7x7 pixels: one block of rows, so each thread packs the

@@ -16,6 +16,9 @@
 # in memory order (_gemm_rows_by_tile). A short K (DWCY_GEMM_SHORT_K) takes tiles of MR1 rows, not MR
 # (_gemm_unit_rows), and there one call covers a row tile's panels.
 #
+# An A too large for the caches (DWCY_GEMM_STREAM_BYTES: a batch's input) is fetched a tile ahead by the tiles
+# that read it first (_gemm_streams).
+#
 # Threads share the (block, panel, tile) units in even, contiguous runs (_pw_run_packed, _gemm_rows).
 #
 # W is packed once per call (or once for good, through the C-level API) into contiguous, zero-padded
@@ -34,10 +37,11 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MR
     int DWCY_GEMM_MR1
     int DWCY_GEMM_SHORT_K
+    int DWCY_GEMM_STREAM_BYTES
     void dwcy_gemm_f32_mr1x2_panels(Py_ssize_t, const float *, Py_ssize_t, const float *, const float *, float *,
-                                    Py_ssize_t, int, int) noexcept
+                                    Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f64_mr1x2_panels(Py_ssize_t, const double *, Py_ssize_t, const double *, const double *,
-                                    double *, Py_ssize_t, int, int) noexcept
+                                    double *, Py_ssize_t, int, int, int) noexcept
     void dwcy_gemm_f32_mr1x2(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t, const float *,
                              float *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f32_mr1x2_packing(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
@@ -80,6 +84,18 @@ cdef extern from "microkernels.h" nogil:
                                          const double *, double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_4x2_prefetching(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
                                        const double *, double *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_mrx2_streaming(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                      const float *, float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_mr1x2_streaming(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                       const float *, float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f32_mrx1_streaming(Py_ssize_t, const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                      const float *, float *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_mrx2_streaming(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                      const double *, double *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_mr1x2_streaming(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                       const double *, double *, Py_ssize_t, int, int, int, int) noexcept
+    void dwcy_gemm_f64_mrx1_streaming(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                      const double *, double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_mrx2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
                             double *, Py_ssize_t, int, int, int, int) noexcept
     void dwcy_gemm_f64_4x2(Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t, const double *,
@@ -168,11 +184,11 @@ cdef void _pack_panel(const floating *weight, Py_ssize_t k, Py_ssize_t n, Py_ssi
 cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const floating *a, Py_ssize_t lda,
                        const floating *b, Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc,
                        int last_cols, bint first, int activation, floating *packing,
-                       bint prefetching) noexcept nogil:
+                       bint prefetching, bint streaming) noexcept nogil:
     """The register tile of mr (DWCY_GEMM_MR, DWCY_GEMM_MR1 or 4) rows, ``rows`` of them real, x one or two
     vectors (one vector: MR rows as groups of MR1, or 4); ``packing``: NULL, or where it copies the panel's
     rows it reads; else, with ``prefetching``, it fetches the packed panel's rows ahead (two vectors only for
-    both; microkernels.h)."""
+    both); else, with ``streaming``, the next tile's rows of A (MR or MR1 rows only; microkernels.h)."""
     if packing != NULL:
         if floating is float:
             if mr == DWCY_GEMM_MR:
@@ -203,6 +219,21 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
         else:
             dwcy_gemm_f64_4x2_prefetching(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
         return
+    if streaming and mr != 4:
+        if floating is float:
+            if not two_vectors:  # (MR rows as groups of MR1)
+                dwcy_gemm_f32_mrx1_streaming(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            elif mr == DWCY_GEMM_MR:
+                dwcy_gemm_f32_mrx2_streaming(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+            else:
+                dwcy_gemm_f32_mr1x2_streaming(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        elif not two_vectors:
+            dwcy_gemm_f64_mrx1_streaming(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        elif mr == DWCY_GEMM_MR:
+            dwcy_gemm_f64_mrx2_streaming(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        else:
+            dwcy_gemm_f64_mr1x2_streaming(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation)
+        return
     if floating is float:
         if two_vectors:
             if mr == DWCY_GEMM_MR:
@@ -231,11 +262,13 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
 
 cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_ssize_t rows, const floating *b,
                             Py_ssize_t ldb, const floating *bias, floating *c, Py_ssize_t ldc, int cols, bint first,
-                            int activation, int mr, floating *packing=NULL, bint prefetching=False) noexcept nogil:
+                            int activation, int mr, bint streaming, floating *packing=NULL,
+                            bint prefetching=False) noexcept nogil:
     """c[:rows, :cols] for cols <= 2 vectors, over all rows of a: mr (_gemm_unit_rows or 4) rows a tile, then
     what is left in tiles of DWCY_GEMM_MR1 rows while more than 4 are, then of 4. With ``packing``, b is a
     whole panel of the caller's weight: the first tile copies it there as it reads it, and the others read
-    the copy. With ``prefetching``, b is a packed panel, maybe cold: the first tile fetches it ahead."""
+    the copy. With ``prefetching``, b is a packed panel, maybe cold: the first tile fetches it ahead. With
+    ``streaming`` (_gemm_streams), each tile fetches the next one's rows of A."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
@@ -244,7 +277,7 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
     while i < rows:
         tile_rows = mr if i + mr <= rows else DWCY_GEMM_MR1 if rows - i > 4 else 4
         _tile(tile_rows, <int>min(tile_rows, rows - i), two_vectors, k, a + i * lda, lda, b, ldb, bias,
-              c + i * ldc, ldc, last_cols, first, activation, packing, prefetching)
+              c + i * ldc, ldc, last_cols, first, activation, packing, prefetching, streaming)
         if packing != NULL:  # packed now: the other tiles read the copy
             b, ldb, packing = packing, 2 * lanes, NULL
         prefetching = False  # the panel is in L1 now
@@ -269,8 +302,15 @@ cdef inline bint _gemm_w_in_l1(Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t
     return _gemm_panels(n, lanes) > 1 and k * _gemm_padded_n(n, lanes) * itemsize <= DWCY_GEMM_L1_W_BYTES
 
 
+cdef inline bint _gemm_streams(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
+    """Is A (pixels x k) so large (DWCY_GEMM_STREAM_BYTES) that it comes from memory, and the tiles had better
+    fetch it ahead? (A layer's input is the output of the layer before, in cache when it fits there.)"""
+    return pixels * k * itemsize >= DWCY_GEMM_STREAM_BYTES
+
+
 cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                             Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows) noexcept nogil:
+                             Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows,
+                             bint streaming) noexcept nogil:
     """_gemm_rows for a packed W that stays in L1 (_gemm_w_in_l1: one block of K), unit u being panel
     u % panels of tile u // panels: each tile's rows of A are read once, and its rows of C written whole, in
     memory order. Panel by panel, a 112x112 16->96 layer wrote every row of C in three passes of two cache
@@ -291,20 +331,20 @@ cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_
                 if floating is float:
                     dwcy_gemm_f32_mr1x2_panels(k, a + row0 * k, k, _gemm_panel(gw, 0, p, a),
                                                <const floating *>gw.bias + p * nr, c + row0 * n + p * nr, n,
-                                               <int>whole, activation)
+                                               <int>whole, activation, streaming)
                 else:
                     dwcy_gemm_f64_mr1x2_panels(k, a + row0 * k, k, _gemm_panel(gw, 0, p, a),
                                                <const floating *>gw.bias + p * nr, c + row0 * n + p * nr, n,
-                                               <int>whole, activation)
+                                               <int>whole, activation, streaming)
                 p += whole
         for p in range(p, p1):
             col = p * nr
             _gemm_cols(k, a + row0 * k, k, tile_rows, _gemm_panel(gw, 0, p, a), nr, <const floating *>gw.bias + col,
-                       c + row0 * n + col, n, <int>min(nr, n - col), True, activation, unit_rows)
+                       c + row0 * n + col, n, <int>min(nr, n - col), True, activation, unit_rows, False)
 
 
 cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
-                     Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows,
+                     Py_ssize_t first, Py_ssize_t end, int activation, int unit_rows, bint streaming,
                      const floating *weight=NULL, floating *panel=NULL) noexcept nogil:
     """Units [first, end) of c[:rows] = activation(a @ W + bias), a (rows, k) and c (rows, n) row-major.
     Unit u is tile u % tiles of panel u // tiles (tiles of unit_rows rows, _gemm_unit_rows or 4: tiles =
@@ -318,12 +358,16 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
     overlap its FMAs; a copy loop before the tiles, once kept for W's rows a page or more apart, ran 7x7
     320->1280 1.09-1.15x slower at two threads, 1.04x at one with W cold), or, for a last panel narrower
     than nr, by a copy loop that pads it with zeros.
+
+    With ``streaming`` (_gemm_streams), the tiles of the first panel, which read the rows of A first, fetch
+    them a tile ahead.
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = unit_rows
     cdef Py_ssize_t tiles = (rows + mr - 1) // mr
     cdef Py_ssize_t p, col, kcb, row0, row1, k0 = 0
     cdef const floating *b
     cdef int act
+    cdef bint cold
     end = min(end, _gemm_units(gw.panels, rows, unit_rows))
     if first >= end:
         return
@@ -334,10 +378,11 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             col = p * nr
             row0 = max(first - p * tiles, 0) * mr
             row1 = min(min(end - p * tiles, tiles) * mr, rows)
+            cold = streaming and p == first // tiles
             if weight != NULL and n - col >= nr:
                 _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, weight + k0 * n + col, n,
                            <const floating *>gw.bias + col, c + row0 * n + col, n, <int>nr, k0 == 0, act, unit_rows,
-                           panel)
+                           cold, panel)
                 continue
             if weight != NULL:
                 _pack_panel(weight + k0 * n, kcb, n, col, min(nr, n - col), nr, panel)
@@ -345,7 +390,8 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
             else:
                 b = _gemm_panel(gw, k0, p, a)
             _gemm_cols(kcb, a + row0 * k + k0, k, row1 - row0, b, nr, <const floating *>gw.bias + col,
-                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act, unit_rows, NULL, weight == NULL)
+                       c + row0 * n + col, n, <int>min(nr, n - col), k0 == 0, act, unit_rows, cold, NULL,
+                       weight == NULL)
         k0 += kcb
 
 
@@ -435,6 +481,7 @@ ctypedef struct PwWork:
     Py_ssize_t units        # units of a block (the last block's extra ones are empty)
     Py_ssize_t items        # in all
     bint by_tile            # units tile by tile (_gemm_rows_by_tile), not panel by panel (_gemm_rows)
+    bint streaming          # A comes from memory: the tiles fetch it ahead (_gemm_streams)
 
 
 cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t itemsize,
@@ -450,6 +497,7 @@ cdef inline int _pw_split(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t n, int lan
     work.block_rows = _gemm_block_rows(pixels, k, itemsize)
     work.unit_rows = _gemm_unit_rows(k, n, lanes)
     work.by_tile = _gemm_w_in_l1(k, n, lanes, itemsize)
+    work.streaming = _gemm_streams(pixels, k, itemsize)
     while True:
         _pw_count_items(pixels, n, lanes, work)
         threads = _threads_for(num_threads, work.items, multiply_adds)
@@ -500,9 +548,9 @@ cdef void _pw_items(const GemmWeights *gw, const floating *x, floating *y, Py_ss
         if work.by_tile:
             _gemm_rows_by_tile(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
                                max(first - block * units, 0), min(end - block * units, units), activation,
-                               work.unit_rows)
+                               work.unit_rows, work.streaming)
         else:
             _gemm_rows(gw, x + row0 * gw.k, min(work.block_rows, pixels - row0), y + row0 * gw.n,
                        max(first - block * units, 0), min(end - block * units, units), activation,
-                       work.unit_rows, weight, panel)
+                       work.unit_rows, work.streaming, weight, panel)
     dwcy_fpu_exit(flush, fpu)

@@ -40,7 +40,7 @@ cdef void _sep_bands(const floating *x, const DwGeometry *g, const floating *dw_
         rows = min(band_rows, g.oh - oh0)
         _dw_band(x, g, n * g.oh + oh0, rows, dw_packed, band, expand_buf, weights_finite, phase)
         _gemm_rows(gw, band, rows * g.ow, y + (n * g.oh + oh0) * g.ow * gw.n, 0,
-                   _gemm_units(gw.panels, rows * g.ow, unit_rows), activation, unit_rows)
+                   _gemm_units(gw.panels, rows * g.ow, unit_rows), activation, unit_rows, False)
     dwcy_fpu_exit(flush, fpu)
 
 
