@@ -84,13 +84,15 @@
  * DWCY_MIN_WORK_PER_WORKER
  *                  and once a region is open, the multiply-adds each thread that works in it must have (its
  *                  whole team starts and joins anyway: common.pxi's _team)
- * DWCY_GEMM_STREAM_BYTES
- *                  pointwise: an A (the input) of at least this many bytes comes from memory, not a cache: each
- *                  tile fetches the rows of the tile after it as it runs (a tile's 7 or 14 rows are as many
- *                  streams, too many for the hardware prefetchers). On Zen 5, one thread, 8 images: 56x56
- *                  144->24 ran 1.11-1.24x faster so, 96->24 1.04-1.05x, and 112x112 16->96 1.37-1.45x (the
- *                  build without ran it in 2.2 ms, where other builds of the same code had taken 1.5 ms); in
- *                  cache, the prefetches cost up to 3 %
+ * DWCY_GEMM_STREAM_BYTES, DWCY_GEMM_STREAM_AHEAD
+ *                  pointwise: an A (the input) of at least this many bytes comes from memory, not a cache: the
+ *                  tiles that read it panel by panel (pointwise.pxi's _gemm_streams) fetch the rows of the
+ *                  tile this many bytes of A ahead (at least the next tile's) as they run: a tile's 7 or 14
+ *                  rows are as many streams, too many for the hardware prefetchers, and a tile of a short K
+ *                  runs in less time than memory takes to answer. On Zen 5, 8 images, against no fetching:
+ *                  one thread, 112x112 32->16 1.10x, 56x56 96->24 1.05x, 144->24 1.24x; two threads 0.99x,
+ *                  1.01x, 1.05x (the next tile alone: 32->16 0.92x and 0.94x). In cache, the fetches cost up
+ *                  to 3 %
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
  * DWCY_FUSE_MIN_BYTES
  *                  separable: below this many bytes of intermediate tensor, the stages run unfused
@@ -105,6 +107,7 @@
 #define DWCY_GEMM_PACK_PREFETCH 16
 #define DWCY_GEMM_PANEL_PREFETCH 64
 #define DWCY_GEMM_STREAM_BYTES (4 * 1024 * 1024)
+#define DWCY_GEMM_STREAM_AHEAD 4096
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
 #define DWCY_MIN_WORK_PER_THREAD 262144
@@ -897,8 +900,8 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
  *              first tile over a panel read in place (b, ldb: the caller's weight) packs it for the others
  *   prefetching     the first tile over a packed panel: it fetches the panel's rows DWCY_GEMM_PANEL_PREFETCH
  *              ahead (and, past its last row, the next panel's first: packed panels are contiguous)
- *   streaming  A comes from memory (DWCY_GEMM_STREAM_BYTES): the tile fetches the next MR rows of A (the next
- *              tile's), a cache line of each every 64 bytes of K
+ *   streaming  A comes from memory (DWCY_GEMM_STREAM_BYTES): the tile fetches the MR rows of A of a tile
+ *              DWCY_GEMM_STREAM_AHEAD bytes of A ahead (at least the next), a line of each every 64 bytes of K
  */
 /* A tile's four entry points: NAME; NAME_packing, which also packs; NAME_prefetching and NAME_streaming, which
  * also prefetch the panel or A (the compiler drops the copies of NAME that no caller uses). */
@@ -938,6 +941,9 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
         V acc[MR][NV], bv[NV];                                                                                 \
         /* Rows past `rows` repeat the last one, so all MR accumulations run: they are never stored. */        \
         DWCY_UNROLL for (int i = 0; i < MR; i++) ar[i] = a + (i < rows ? i : rows - 1) * lda;                  \
+        /* streaming: the rows of the tile DWCY_GEMM_STREAM_AHEAD bytes of A ahead (at least the next) */      \
+        const T *ahead = streaming ? a + MR * (1 + DWCY_GEMM_STREAM_AHEAD / (MR * k * (ptrdiff_t)sizeof(T))) * lda \
+                                   : a;                                                                        \
         if (first) {                                                                                           \
             DWCY_UNROLL for (int j = 0; j < NV; j++) memcpy(&bv[j], bias + j * lanes, sizeof(V));              \
             DWCY_UNROLL for (int i = 0; i < MR; i++)                                                           \
@@ -962,7 +968,7 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
                     __builtin_prefetch(b + (p + DWCY_GEMM_PANEL_PREFETCH) * ldb + j * lanes);                   \
             }                                                                                                  \
             if (streaming && p % (64 / (int)sizeof(T)) == 0)                                                   \
-                DWCY_UNROLL for (int i = 0; i < MR; i++) __builtin_prefetch(a + (MR + i) * lda + p);           \
+                DWCY_UNROLL for (int i = 0; i < MR; i++) __builtin_prefetch(ahead + i * lda + p);              \
             DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
                 const V av = DWCY_BROADCAST_##T(ar[i][p]);                                                     \
                 DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                              \
@@ -1036,22 +1042,16 @@ DWCY_DEFINE_GEMM_TILES(f64, double, dwcy_vf64)
  * DWCY_GEMM_SHORT_K). Its rows are always all MR1 of them: with the row count a run-time argument as well as
  * the panel count, gcc kept the loop's counters on the stack and checked the row count between the stores, and
  * 8 images of 112x112 16->96, whose output streams to memory, ran 1.7x slower (1.45 -> 2.45 ms) whenever the
- * output started on a cache line. With `streaming`, every panel's tile fetches the next tile's rows of A (the
- * first panel's alone: 8 images of 112x112 16->96 ran 1.2x slower).
+ * output started on a cache line.
  */
 #define DWCY_DEFINE_GEMM_PANELS(NAME, TILE, T)                                                                   \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, const T *bias, T *c,           \
-                            ptrdiff_t ldc, int panels, int activation, int streaming)                          \
+                            ptrdiff_t ldc, int panels, int activation)                                         \
     {                                                                                                          \
-        const int nr = (int)(2 * DWCY_VBYTES / sizeof(T));                                                     \
-        if (streaming)                                                                                         \
-            for (int p = 0; p < panels; p++)                                                                   \
-                TILE##_body(k, a, lda, b + p * k * nr, nr, bias + p * nr, c + p * nr, ldc, DWCY_GEMM_MR1,      \
-                            nr / 2, 1, activation, NULL, 0, 1);                                                \
-        else                                                                                                   \
-            for (int p = 0; p < panels; p++)                                                                   \
-                TILE##_body(k, a, lda, b + p * k * nr, nr, bias + p * nr, c + p * nr, ldc, DWCY_GEMM_MR1,      \
-                            nr / 2, 1, activation, NULL, 0, 0);                                                \
+        const int lanes = (int)(DWCY_VBYTES / sizeof(T));                                                      \
+        for (int p = 0; p < panels; p++)                                                                       \
+            TILE##_body(k, a, lda, b + p * k * 2 * lanes, 2 * lanes, bias + p * 2 * lanes, c + p * 2 * lanes,  \
+                        ldc, DWCY_GEMM_MR1, lanes, 1, activation, NULL, 0, 0);                                 \
     }
 DWCY_DEFINE_GEMM_PANELS(dwcy_gemm_f32_mr1x2_panels, dwcy_gemm_f32_mr1x2, float)
 DWCY_DEFINE_GEMM_PANELS(dwcy_gemm_f64_mr1x2_panels, dwcy_gemm_f64_mr1x2, double)
