@@ -65,7 +65,7 @@ def at_offset(values, offset):
 PHASED_LAYERS = {
     "3x3": (7, 19, 128, 3, 1, 1), "3x3_stride2": (9, 18, 144, 3, 2, 1), "5x5": (8, 11, 128, 5, 1, 1),
     "7x7": (9, 10, 160, 7, 1, 1), "3x3_dilation2": (9, 12, 128, 3, 1, 2), "3x3_1x1_image": (1, 1, 256, 3, 1, 1),
-    "3x3_C32": (6, 9, 32, 3, 1, 1), "3x3_C16": (6, 9, 16, 3, 1, 1),
+    "3x3_C48": (6, 9, 48, 3, 1, 1), "3x3_C32": (6, 9, 32, 3, 1, 1), "3x3_C16": (6, 9, 16, 3, 1, 1),
     # Rows that the wide tiles (8 pixels) cover with fewer pixels in vain than the narrow ones (7): the widths
     # above run the narrow tiles, on AVX-512.
     "5x5_rows_of_16": (8, 16, 128, 5, 1, 1), "7x7_rows_of_24": (5, 24, 160, 7, 1, 1),
@@ -85,8 +85,8 @@ def test_depthwise_at_every_input_offset(rng, simd_level, dtype, layer):
     for offset in range(0, 64, dtype.itemsize):
         xo = at_offset(x, offset)
         y = dwcy.depthwise_conv2d(xo, weight, bias, **kwargs)
-        # At the phase (AVX-512, 2 blocks or more), or aligned when there is none.
-        assert y.ctypes.data % 64 == (offset if simd_level == "avx512" and c // LANES[dtype] >= 2 else 0)
+        # At the phase (AVX-512, DWCY_DW_ALIGN_MIN_BLOCKS = 3 blocks or more), or aligned when there is none.
+        assert y.ctypes.data % 64 == (offset if simd_level == "avx512" and c // LANES[dtype] >= 3 else 0)
         np.testing.assert_array_equal(y, expected, err_msg=f"x {offset} bytes into a line")
         for threads in (1, 3):  # out= anywhere in a line (here: another offset), NaN where never written
             buffer, out = out_between_canaries(expected.shape, dtype)

@@ -118,7 +118,10 @@
 #define DWCY_DW_PIXELS 8 /* 8 accumulators + weight + input of 32 zmm registers */
 #define DWCY_DW_NARROW_PIXELS 7
 #define DWCY_DW_FIXED_VECTORS 2 /* 8 x 2 accumulators + up to 7 x 2 weights + 2 inputs of 32 */
-#define DWCY_DW_ALIGN_MIN_BLOCKS 2 /* 1 (C = 16) ran 0.9x; 2 or more 0.97-1.25x (C = 32 to 96) */
+/* At a phase, from NumPy's arrays (16 bytes into a line), one image, Zen 5: 56x56x144, 112x112x96 stride 2 and
+ * 28x28x192 stride 2 ran 1.1-1.25x faster; but 16 channels (1 block) 0.9x, and 32 (2 blocks) 0.82x, and on 8
+ * images of 112x112x32, whose rows come from memory, 0.56-0.65x (0.8 -> 1.4 ms) */
+#define DWCY_DW_ALIGN_MIN_BLOCKS 3
 #define DWCY_DW_DUP2 1
 #define DWCY_DW_ROWS2 1
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
