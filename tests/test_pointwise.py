@@ -132,20 +132,20 @@ def test_wide_and_deep_channels(rng, cin, cout, shape, dtype):
 @pytest.mark.parametrize(
     "cin, cout_name, shape",
     [
-        (100, "L+1", (1, 103, 107)),  # a vector and a partial one
-        (100, "L", (1, 103, 107)),  # one vector: MR rows as groups of MR1
-        (7, "L", (1, 443, 347)),  # a short K: tiles fetch many tiles ahead
-        (16, "3L+3", (1, 333, 199)),  # W in L1: row tile by row tile (A read once, in order: no fetching)
+        (100, "L+1", (1, 149, 149)),  # a vector and a partial one
+        (100, "L", (1, 149, 149)),  # one vector: MR rows as groups of MR1
+        (7, "L", (1, 613, 499)),  # a short K: tiles fetch many tiles ahead
+        (16, "3L+3", (1, 333, 397)),  # W in L1: row tile by row tile (A read once, in order: no fetching)
     ],
 )
 def test_input_streamed_from_memory(rng, cin, cout_name, shape, dtype):
-    # An input of 4 MiB or more (DWCY_GEMM_STREAM_BYTES, here in float32 and float64) comes from memory: the
+    # An input of 8 MiB or more (DWCY_STREAM_BYTES, here in float32 and float64) comes from memory: the
     # tiles that read it panel by panel fetch the rows of a tile ahead as they run; the last tiles' fetches
     # point past the input. Pixel counts that fill no whole tile at the end.
     n, h, w = shape
     cout = output_channels(dtype)[cout_name]
     x, weight, bias = pointwise_inputs(rng, dtype, n=n, h=h, w=w, cin=cin, cout=cout)
-    assert x.nbytes >= 4 * 1024 * 1024
+    assert x.nbytes >= 8 * 1024 * 1024
     y = check_pointwise(x, weight, bias, activation="relu6")
     np.testing.assert_array_equal(dwcy.pointwise_conv2d(x, weight, bias, activation="relu6", num_threads=2), y)
 

@@ -46,6 +46,8 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_DW_ALIGN_MIN_BLOCKS
     int DWCY_LANES_F32
     int DWCY_LANES_F64
+    int DWCY_STREAM_BYTES
+    void dwcy_prefetch_bytes(const void *p, Py_ssize_t bytes) noexcept
     void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
                         const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
@@ -129,6 +131,8 @@ ctypedef struct DwRow:
     Py_ssize_t kh0, nkh     # valid tap rows
     Py_ssize_t phase        # lanes by which the channel blocks start before channel 0 (_dw_phase)
     bint dup2               # x is the input of a multiplier of 2 itself, not expanded (_dw_dup2)
+    const void *ahead       # NULL, or the first input row that the next output row (or pair) reads and this
+    Py_ssize_t ahead_rows   # one does not, and how many: fetched as the tiles go (_dw_fetch_ahead)
 
 
 cdef inline int _lanes(const floating *dummy) noexcept nogil:
@@ -214,6 +218,8 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
         q_lo = <int>max(0, min(span, -iw0))
         q_hi = <int>max(q_lo, min(span, g.w - iw0))
         npix = <int>min(pixels, g.ow - ow0)
+        if r.ahead != NULL:
+            _dw_fetch_ahead(r, g, iw0 + q_lo, q_hi - q_lo, x)
         b = b0
         while b < b1:
             vectors = most if b + most <= b1 else 1
@@ -242,6 +248,16 @@ cdef void _dw_row_fixed(RowTile kind, const DwRow *r, const DwGeometry *g, const
                                       bpack + b * lanes, y + ow0 * co + b * lanes - r.phase, co, npix, lo, hi,
                                       g.activation)
             b += vectors
+
+
+cdef inline void _dw_fetch_ahead(const DwRow *r, const DwGeometry *g, Py_ssize_t iw, Py_ssize_t columns,
+                                 const floating *dtype) noexcept nogil:
+    """Fetch columns [iw, iw + columns) of the rows r.ahead (the input rows that the next output row or pair will
+    read first), as a tile reads those columns of its own rows."""
+    cdef const floating *row = <const floating *>r.ahead + iw * g.c
+    cdef Py_ssize_t j
+    for j in range(r.ahead_rows):
+        dwcy_prefetch_bytes(row + j * g.w * g.c, columns * g.c * sizeof(floating))
 
 
 cdef inline bint _dw_pairs(const DwGeometry *g) noexcept nogil:
@@ -540,6 +556,8 @@ cdef void _dw_row_input(const floating *x, const DwGeometry *g, Py_ssize_t item,
     cdef Py_ssize_t row = g.w * g.c * g.m  # elements of an expanded row
     r.phase = phase
     r.dup2 = _dw_dup2(g)
+    r.ahead = NULL
+    r.ahead_rows = 0
     if g.m == 1 or r.dup2:
         r.x = image + (ih0 * g.w * g.c if r.nkh > 0 else 0)
         r.row_step = g.dh * g.w * g.c
@@ -586,6 +604,25 @@ cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t par
     return first + i * ((end - first) // step) // parts * step
 
 
+cdef inline bint _dw_streams(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
+    """Is the input so large (DWCY_STREAM_BYTES) that it comes from memory, and the tiles had better fetch the
+    rows of the next output row (or pair) as they go?"""
+    return g.n * g.h * g.w * g.c * itemsize >= DWCY_STREAM_BYTES
+
+
+cdef void _dw_set_ahead(const floating *x, const DwGeometry *g, Py_ssize_t item, Py_ssize_t rows,
+                        DwRow *r) noexcept nogil:
+    """r.ahead: the input rows that the ``rows`` output rows after the ``rows`` from ``item`` on read and these
+    do not (within the image)."""
+    cdef Py_ssize_t n = item // g.oh
+    cdef Py_ssize_t oh = item - n * g.oh
+    cdef Py_ssize_t last = (oh + rows - 1) * g.sh - g.pt + (g.kh - 1) * g.dh  # the last row these read
+    cdef Py_ssize_t first = max(last + 1, 0)
+    cdef Py_ssize_t end = min(last + rows * g.sh, g.h - 1) + 1
+    r.ahead_rows = max(0, end - first)
+    r.ahead = x + (n * g.h + first) * g.w * g.c if r.ahead_rows > 0 else NULL
+
+
 cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_ssize_t rows,
                    const floating *wpack, floating *y, floating *expand_buf, bint weights_finite, Py_ssize_t phase,
                    Py_ssize_t group=0, Py_ssize_t groups=1) noexcept nogil:
@@ -602,6 +639,7 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
     cdef Py_ssize_t chunks = max(1, (end - first + chunk - 1) // chunk)
     cdef Py_ssize_t c, i, b0, b1
     cdef bint pairs = _dw_pairs(g), tail
+    cdef bint streaming = g.m == 1 and _dw_streams(g, sizeof(floating))
     cdef DwRow r
     if g.m > 1 and not _dw_dup2(g):  # (one group: the expanded rows serve all channels)
         _dw_band_expanded(x, g, item0, rows, wpack, bpack, y, expand_buf)
@@ -615,10 +653,14 @@ cdef void _dw_band(const floating *x, const DwGeometry *g, Py_ssize_t item0, Py_
                 _dw_row_input(x, g, item0 + i, expand_buf, -1, phase, &r)
                 if (pairs and i + 1 < rows and _dw_row_full(g, item0 + i)
                         and _dw_row_full(g, item0 + i + 1)):
+                    if streaming:
+                        _dw_set_ahead(x, g, item0 + i, 2, &r)
                     _dw_row_fixed(_row_tile(g), &r, g, wpack, bpack, y + i * row_size, b0,
                                   b1 + 1 if tail else b1, True)
                     i += 2
                 else:
+                    if streaming:
+                        _dw_set_ahead(x, g, item0 + i, 1, &r)
                     _dw_row(&r, g, wpack, bpack, y + i * row_size, b0, b1, tail)
                     i += 1
     if not weights_finite and group == groups - 1:

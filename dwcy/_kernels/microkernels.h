@@ -84,15 +84,21 @@
  * DWCY_MIN_WORK_PER_WORKER
  *                  and once a region is open, the multiply-adds each thread that works in it must have (its
  *                  whole team starts and joins anyway: common.pxi's _team)
- * DWCY_GEMM_STREAM_BYTES, DWCY_GEMM_STREAM_AHEAD
- *                  pointwise: an A (the input) of at least this many bytes comes from memory, not a cache: the
- *                  tiles that read it panel by panel (pointwise.pxi's _gemm_streams) fetch the rows of the
- *                  tile this many bytes of A ahead (at least the next tile's) as they run: a tile's 7 or 14
- *                  rows are as many streams, too many for the hardware prefetchers, and a tile of a short K
- *                  runs in less time than memory takes to answer. On Zen 5, 8 images, against no fetching:
- *                  one thread, 112x112 32->16 1.10x, 56x56 96->24 1.05x, 144->24 1.24x; two threads 0.99x,
- *                  1.01x, 1.05x (the next tile alone: 32->16 0.92x and 0.94x). In cache, the fetches cost up
- *                  to 3 %
+ * DWCY_STREAM_BYTES
+ *                  an input of at least this many bytes comes from memory, not a cache, and the kernels fetch
+ *                  it ahead as they go. Depthwise (depthwise.pxi's _dw_streams): the tiles of an output row (or
+ *                  pair) fetch the input rows that the next one reads first, at the columns they read (on Zen 5,
+ *                  8 images, one thread / two: 56x56x144 1.6x / 1.5x faster, 112x112x32 1.25-1.34x / 0.86x,
+ *                  112x112x96 stride 2 1.08x / 1.11x, 56x56x144 stride 2 1.08x / 0.92x; with a threshold of 4
+ *                  MiB, one image of 112x112x96, 4.8 MB in L3, ran 1.36x slower, 8 of 28x28x192 1.2x).
+ *                  Pointwise: the tiles that read A panel by panel (pointwise.pxi's _gemm_streams) fetch ahead
+ *                  the rows of the tile DWCY_GEMM_STREAM_AHEAD bytes of A on (at least the next tile's): a
+ *                  tile's 7 or 14 rows are as many streams, too many for the hardware prefetchers, and a tile of
+ *                  a short K runs in less time than memory takes to answer (8 images, against no fetching: one
+ *                  thread, 112x112 32->16 1.10x, 56x56 96->24 1.05x, 144->24 1.24x; two threads 0.99x, 1.01x,
+ *                  1.05x; the next tile alone: 32->16 0.92x and 0.94x)
+ * DWCY_GEMM_STREAM_AHEAD
+ *                  (DWCY_STREAM_BYTES)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
  * DWCY_FUSE_MIN_BYTES
  *                  separable: below this many bytes of intermediate tensor, the stages run unfused
@@ -106,7 +112,7 @@
 #define DWCY_GEMM_L1_W_BYTES (32 * 1024)
 #define DWCY_GEMM_PACK_PREFETCH 16
 #define DWCY_GEMM_PANEL_PREFETCH 64
-#define DWCY_GEMM_STREAM_BYTES (4 * 1024 * 1024)
+#define DWCY_STREAM_BYTES (8 * 1024 * 1024)
 #define DWCY_GEMM_STREAM_AHEAD 4096
 #define DWCY_BAND_BYTES (128 * 1024)
 #define DWCY_FUSE_MIN_BYTES (1024 * 1024)
@@ -774,6 +780,12 @@ typedef enum {
     } while (0)
 /* Every row kind has narrow tiles (TILE##n) where this level has them; the 3-wide kernels of stride 1 and 2
  * have multiplier-2 tiles (TILE##_dup2) too: theirs is the dispatcher's DWCY_DW_FIXED_CASE_DUP2. */
+/* Fetch `bytes` from p on into the cache, a line at a time (depthwise.pxi's _dw_fetch_ahead). */
+static inline void dwcy_prefetch_bytes(const void *p, ptrdiff_t bytes)
+{
+    for (ptrdiff_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch((const char *)p + offset);
+}
+
 static inline int dwcy_dw_has_narrow(dwcy_row_tile kind)
 {
     return DWCY_DW_NARROW_PIXELS > 0 && kind != DWCY_ROW_GENERAL;
@@ -903,7 +915,7 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
  *              first tile over a panel read in place (b, ldb: the caller's weight) packs it for the others
  *   prefetching     the first tile over a packed panel: it fetches the panel's rows DWCY_GEMM_PANEL_PREFETCH
  *              ahead (and, past its last row, the next panel's first: packed panels are contiguous)
- *   streaming  A comes from memory (DWCY_GEMM_STREAM_BYTES): the tile fetches the MR rows of A of a tile
+ *   streaming  A comes from memory (DWCY_STREAM_BYTES): the tile fetches the MR rows of A of a tile
  *              DWCY_GEMM_STREAM_AHEAD bytes of A ahead (at least the next), a line of each every 64 bytes of K
  */
 /* A tile's four entry points: NAME; NAME_packing, which also packs; NAME_prefetching and NAME_streaming, which

@@ -16,7 +16,7 @@
 # in memory order (_gemm_rows_by_tile). A short K (DWCY_GEMM_SHORT_K) takes tiles of MR1 rows, not MR
 # (_gemm_unit_rows), and there one call covers a row tile's panels.
 #
-# An A too large for the caches (DWCY_GEMM_STREAM_BYTES: a batch's input) is fetched ahead by the tiles that
+# An A too large for the caches (DWCY_STREAM_BYTES: a batch's input) is fetched ahead by the tiles that
 # read it first, panel by panel (_gemm_streams).
 #
 # Threads share the (block, panel, tile) units in even, contiguous runs (_pw_run_packed, _gemm_rows).
@@ -37,7 +37,6 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MR
     int DWCY_GEMM_MR1
     int DWCY_GEMM_SHORT_K
-    int DWCY_GEMM_STREAM_BYTES
     void dwcy_gemm_f32_mr1x2_panels(Py_ssize_t, const float *, Py_ssize_t, const float *, const float *, float *,
                                     Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_mr1x2_panels(Py_ssize_t, const double *, Py_ssize_t, const double *, const double *,
@@ -303,12 +302,12 @@ cdef inline bint _gemm_w_in_l1(Py_ssize_t k, Py_ssize_t n, int lanes, Py_ssize_t
 
 
 cdef inline bint _gemm_streams(Py_ssize_t pixels, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
-    """Is A (pixels x k) so large (DWCY_GEMM_STREAM_BYTES) that it comes from memory, and the tiles that read
+    """Is A (pixels x k) so large (DWCY_STREAM_BYTES) that it comes from memory, and the tiles that read
     it panel by panel (_gemm_rows) had better fetch it ahead? (A layer's input is the output of the layer
     before, in cache when it fits there.) Row tile by row tile (_gemm_rows_by_tile), the tiles read A once, in
     order, and the hardware prefetchers keep up: fetched ahead, 8 images of 112x112 16->96 ran 1.05-1.19x
     slower."""
-    return pixels * k * itemsize >= DWCY_GEMM_STREAM_BYTES
+    return pixels * k * itemsize >= DWCY_STREAM_BYTES
 
 
 cdef void _gemm_rows_by_tile(const GemmWeights *gw, const floating *a, Py_ssize_t rows, floating *c,
