@@ -921,28 +921,22 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
 /* A tile's four entry points: NAME; NAME_packing, which also packs; NAME_prefetching and NAME_streaming, which
  * also prefetch the panel or A (the compiler drops the copies of NAME that no caller uses). */
 #define DWCY_GEMM_TILE_ENTRIES(NAME, T)                                                                          \
-    static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
-                            T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \
-    {                                                                                                          \
-        NAME##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, NULL, 0, 0);          \
-    }                                                                                                          \
+    DWCY_GEMM_TILE_ENTRY(NAME, NAME, T, 0, 0)                                                                  \
     static inline void NAME##_packing(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,       \
                                       const T *bias, T *c, ptrdiff_t ldc, int rows, int last_cols, int first,  \
                                       int activation, T *packing)                                              \
     {                                                                                                          \
         NAME##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, packing, 0, 0);       \
     }                                                                                                          \
-    static inline void NAME##_prefetching(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,   \
-                                          const T *bias, T *c, ptrdiff_t ldc, int rows, int last_cols,         \
-                                          int first, int activation)                                           \
+    DWCY_GEMM_TILE_ENTRY(NAME##_prefetching, NAME, T, 1, 0)                                                    \
+    DWCY_GEMM_TILE_ENTRY(NAME##_streaming, NAME, T, 0, 1)
+/* ENTRY: the tile TILE with its `prefetching` and `streaming` fixed. */
+#define DWCY_GEMM_TILE_ENTRY(ENTRY, TILE, T, PREFETCHING, STREAMING)                                             \
+    static inline void ENTRY(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias, \
+                             T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)          \
     {                                                                                                          \
-        NAME##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, NULL, 1, 0);          \
-    }                                                                                                          \
-    static inline void NAME##_streaming(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,     \
-                                        const T *bias, T *c, ptrdiff_t ldc, int rows, int last_cols,           \
-                                        int first, int activation)                                             \
-    {                                                                                                          \
-        NAME##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, NULL, 0, 1);          \
+        TILE##_body(k, a, lda, b, ldb, bias, c, ldc, rows, last_cols, first, activation, NULL, PREFETCHING,    \
+                    STREAMING);                                                                                \
     }
 #if DWCY_VECTOR_EXTENSIONS
 
