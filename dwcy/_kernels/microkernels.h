@@ -778,14 +778,14 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
-/* Every row kind has narrow tiles (TILE##n) where this level has them; the 3-wide kernels of stride 1 and 2
- * have multiplier-2 tiles (TILE##_dup2) too: theirs is the dispatcher's DWCY_DW_FIXED_CASE_DUP2. */
 /* Fetch `bytes` from p on into the cache, a line at a time (depthwise.pxi's _dw_fetch_ahead). */
 static inline void dwcy_prefetch_bytes(const void *p, ptrdiff_t bytes)
 {
     for (ptrdiff_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch((const char *)p + offset);
 }
 
+/* Every row kind has narrow tiles (TILE##n) where this level has them; the 3-wide kernels of stride 1 and 2
+ * have multiplier-2 tiles (TILE##_dup2) too: theirs is the dispatcher's DWCY_DW_FIXED_CASE_DUP2. */
 static inline int dwcy_dw_has_narrow(dwcy_row_tile kind)
 {
     return DWCY_DW_NARROW_PIXELS > 0 && kind != DWCY_ROW_GENERAL;
@@ -1016,7 +1016,7 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
 #endif
 
 /* A tile of MR rows (NAME) as groups of GR rows of the tile GROUP (the last group may have fewer; with
- * GROUP_streaming, each group fetches the next group's rows of A). */
+ * GROUP_streaming, each group fetches rows of A ahead: DWCY_GEMM_STREAM_AHEAD). */
 #define DWCY_DEFINE_GEMM_ROW_GROUPS(NAME, GROUP, T, GR)                                                          \
     static inline void NAME(ptrdiff_t k, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb, const T *bias,  \
                             T *c, ptrdiff_t ldc, int rows, int last_cols, int first, int activation)           \

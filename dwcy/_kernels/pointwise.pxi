@@ -187,7 +187,7 @@ cdef inline void _tile(int mr, int rows, bint two_vectors, Py_ssize_t k, const f
     """The register tile of mr (DWCY_GEMM_MR, DWCY_GEMM_MR1 or 4) rows, ``rows`` of them real, x one or two
     vectors (one vector: MR rows as groups of MR1, or 4); ``packing``: NULL, or where it copies the panel's
     rows it reads; else, with ``prefetching``, it fetches the packed panel's rows ahead (two vectors only for
-    both); else, with ``streaming``, the next tile's rows of A (MR or MR1 rows only; microkernels.h)."""
+    both); else, with ``streaming``, the rows of A of a tile ahead (MR or MR1 rows only; microkernels.h)."""
     if packing != NULL:
         if floating is float:
             if mr == DWCY_GEMM_MR:
@@ -267,7 +267,7 @@ cdef inline void _gemm_cols(Py_ssize_t k, const floating *a, Py_ssize_t lda, Py_
     what is left in tiles of DWCY_GEMM_MR1 rows while more than 4 are, then of 4. With ``packing``, b is a
     whole panel of the caller's weight: the first tile copies it there as it reads it, and the others read
     the copy. With ``prefetching``, b is a packed panel, maybe cold: the first tile fetches it ahead. With
-    ``streaming`` (_gemm_streams), each tile fetches the next one's rows of A."""
+    ``streaming`` (_gemm_streams), each tile fetches the rows of A of a tile DWCY_GEMM_STREAM_AHEAD bytes on."""
     cdef int lanes = _lanes(a)
     cdef bint two_vectors = cols > lanes
     cdef int last_cols = cols - lanes if two_vectors else cols
@@ -361,7 +361,7 @@ cdef void _gemm_rows(const GemmWeights *gw, const floating *a, Py_ssize_t rows, 
     than nr, by a copy loop that pads it with zeros.
 
     With ``streaming`` (_gemm_streams), the tiles of the first panel, which read the rows of A first, fetch
-    them a tile ahead.
+    them ahead (DWCY_GEMM_STREAM_AHEAD).
     """
     cdef Py_ssize_t k = gw.k, n = gw.n, nr = gw.nr, mr = unit_rows
     cdef Py_ssize_t tiles = (rows + mr - 1) // mr
