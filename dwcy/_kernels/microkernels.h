@@ -87,10 +87,10 @@
  * DWCY_STREAM_BYTES
  *                  an input of at least this many bytes comes from memory, not a cache, and the kernels fetch
  *                  it ahead as they go. Depthwise (depthwise.pxi's _dw_streams): the tiles of an output row (or
- *                  pair) fetch the input rows that the next one reads first, at the columns they read (on Zen 5,
- *                  8 images, one thread / two: 56x56x144 1.6x / 1.5x faster, 112x112x32 1.25-1.34x / 0.86x,
- *                  112x112x96 stride 2 1.08x / 1.11x, 56x56x144 stride 2 1.08x / 0.92x; with a threshold of 4
- *                  MiB, one image of 112x112x96, 4.8 MB in L3, ran 1.36x slower, 8 of 28x28x192 1.2x).
+ *                  pair) fetch the input rows that the next one reads first, at the columns they read, each
+ *                  tile a share (_dw_fetch_ahead; on Zen 5, 8 images, one thread, against no fetching:
+ *                  56x56x144 1.6x faster, 112x112x32 1.25-1.34x; with a threshold of 4 MiB, one image of
+ *                  112x112x96, 4.8 MB in L3, ran 1.36x slower, 8 of 28x28x192 1.2x).
  *                  Pointwise: the tiles that read A panel by panel (pointwise.pxi's _gemm_streams) fetch ahead
  *                  the rows of the tile DWCY_GEMM_STREAM_AHEAD bytes of A on (at least the next tile's): a
  *                  tile's 7 or 14 rows are as many streams, too many for the hardware prefetchers, and a tile of
@@ -778,10 +778,17 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
-/* Fetch `bytes` from p on into the cache, a line at a time (depthwise.pxi's _dw_fetch_ahead). */
-static inline void dwcy_prefetch_bytes(const void *p, ptrdiff_t bytes)
+/* Fetch share [part, part + count) of `parts` even shares of the `bytes` from p on into the cache, a line at a
+ * time (depthwise.pxi's _dw_fetch_ahead). */
+static inline void dwcy_prefetch_share(const void *p, ptrdiff_t bytes, ptrdiff_t part, ptrdiff_t count,
+                                       ptrdiff_t parts)
 {
-    for (ptrdiff_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch((const char *)p + offset);
+    const ptrdiff_t lo = bytes * part / parts / 64 * 64;
+    const ptrdiff_t hi = part + count >= parts ? bytes : bytes * (part + count) / parts / 64 * 64;
+    for (ptrdiff_t offset = lo; offset < hi; offset += 64) __builtin_prefetch((const char *)p + offset);
+    /* A side effect the compiler sees: to gcc, a function that only prefetches has none, and gcc 12 dropped
+     * every call to a caller of this one (_dw_fetch_ahead) that it did not inline. */
+    __asm__ __volatile__("");
 }
 
 /* Every row kind has narrow tiles (TILE##n) where this level has them; the 3-wide kernels of stride 1 and 2
