@@ -167,16 +167,17 @@ def test_row_pairs_equal_single_rows(rng, kernel, stride, c_extra, offset, dtype
     ids=["3x3", "3x3_stride2", "3x3_dilation2", "5x5_tail", "4x4_stride3"],
 )
 def test_input_streamed_from_memory(rng, kernel, stride, dilation, c_extra, dtype):
-    """An input of 8 MiB or more (DWCY_STREAM_BYTES) comes from memory: as the tiles run, they fetch the input
-    rows that the next output row (or pair) reads first, up to each image's last row. Results as ever, bit for
-    bit at any thread count, with pairs and single rows, a channel tail, at a phase (NumPy's offset)."""
+    """An input and output of 20 MiB or more together (DWCY_DW_STREAM_BYTES): the input comes from memory, and
+    as the tiles run, they fetch the input rows that the next output row (or pair) reads first, up to each
+    image's last row. Results as ever, bit for bit at any thread count, with pairs and single rows, a channel
+    tail, at a phase (NumPy's offset)."""
     c = 9 * LANES[dtype] + c_extra
-    values, weight, bias = depthwise_inputs(rng, dtype, n=2, h=61, w=131, c=c, kh=kernel, multiplier=None)
+    values, weight, bias = depthwise_inputs(rng, dtype, n=5, h=61, w=131, c=c, kh=kernel, multiplier=None)
     x = aligned_empty(values.shape, values.dtype, 16)
     x[...] = values
-    assert x.nbytes >= 8 * 1024 * 1024
     kwargs = dict(stride=stride, dilation=dilation, padding="same", activation="relu6")
     y = check_depthwise(x, weight, bias, num_threads=1, **kwargs)
+    assert x.nbytes + y.nbytes >= 20 * 1024 * 1024
     assert_bitwise_equal(dwcy.depthwise_conv2d(x, weight, bias, num_threads=3, **kwargs), y)
 
 

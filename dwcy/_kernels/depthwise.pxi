@@ -46,7 +46,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_DW_ALIGN_MIN_BLOCKS
     int DWCY_LANES_F32
     int DWCY_LANES_F64
-    int DWCY_STREAM_BYTES
+    int DWCY_DW_STREAM_BYTES
     void dwcy_prefetch_share(const void *p, Py_ssize_t bytes, Py_ssize_t part, Py_ssize_t count,
                              Py_ssize_t parts) noexcept
     void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
@@ -611,9 +611,9 @@ cdef inline Py_ssize_t _dw_part(Py_ssize_t first, Py_ssize_t end, Py_ssize_t par
 
 
 cdef inline bint _dw_streams(const DwGeometry *g, Py_ssize_t itemsize) noexcept nogil:
-    """Is the input so large (DWCY_STREAM_BYTES) that it comes from memory, and the tiles had better fetch the
-    rows of the next output row (or pair) as they go?"""
-    return g.n * g.h * g.w * g.c * itemsize >= DWCY_STREAM_BYTES
+    """Are the input and output together so large (DWCY_DW_STREAM_BYTES) that the input comes from memory, and
+    the tiles had better fetch the rows of the next output row (or pair) as they go?"""
+    return g.n * (g.h * g.w * g.c + g.oh * g.ow * g.c * g.m) * itemsize >= DWCY_DW_STREAM_BYTES
 
 
 cdef void _dw_set_ahead(const floating *x, const DwGeometry *g, Py_ssize_t item, Py_ssize_t rows,

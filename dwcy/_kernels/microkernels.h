@@ -84,16 +84,19 @@
  * DWCY_MIN_WORK_PER_WORKER
  *                  and once a region is open, the multiply-adds each thread that works in it must have (its
  *                  whole team starts and joins anyway: common.pxi's _team)
+ * DWCY_DW_STREAM_BYTES
+ *                  depthwise: a layer whose input and output together reach this many bytes does not stay in
+ *                  L3 (32 MiB, shared) from one call to the next, nor in a network from one layer to the next:
+ *                  its input comes from memory (depthwise.pxi's _dw_streams), and the tiles of an output row
+ *                  (or pair) fetch the input rows that the next one reads first, at the columns they read, each
+ *                  tile a share (_dw_fetch_ahead). On Zen 5, 8 images, one thread, against no fetching:
+ *                  56x56x144 (28.9 MB) 1.3x faster, 112x112x32 (25.7 MB) 1.1-1.25x; but fetched from L3, one
+ *                  image of 112x112x96 stride 2 (6 MB) ran 1.4x slower, 8 of 56x56x144 stride 2 (18 MB) 1.1x
+ *                  on one thread and 1.3x on two (the hardware's prefetchers keep up with L3 alone).
  * DWCY_STREAM_BYTES
- *                  an input of at least this many bytes comes from memory, not a cache, and the kernels fetch
- *                  it ahead as they go. Depthwise (depthwise.pxi's _dw_streams): the tiles of an output row (or
- *                  pair) fetch the input rows that the next one reads first, at the columns they read, each
- *                  tile a share (_dw_fetch_ahead; on Zen 5, 8 images, one thread, against no fetching:
- *                  56x56x144 1.6x faster, 112x112x32 1.25-1.34x; with a threshold of 4 MiB, one image of
- *                  112x112x96, 4.8 MB in L3, ran 1.36x slower, 8 of 28x28x192 1.2x).
- *                  Pointwise: the tiles that read A panel by panel (pointwise.pxi's _gemm_streams) fetch ahead
- *                  the rows of the tile DWCY_GEMM_STREAM_AHEAD bytes of A on (at least the next tile's): a
- *                  tile's 7 or 14 rows are as many streams, too many for the hardware prefetchers, and a tile of
+ *                  pointwise: an input of at least this many bytes comes from memory, not a cache: the tiles
+ *                  that read A panel by panel (pointwise.pxi's _gemm_streams) fetch ahead the rows of the tile
+ *                  DWCY_GEMM_STREAM_AHEAD bytes of A on (at least the next tile's): a tile's 7 or 14 rows are as many streams, too many for the hardware prefetchers, and a tile of
  *                  a short K runs in less time than memory takes to answer (8 images, against no fetching: one
  *                  thread, 112x112 32->16 1.10x, 56x56 96->24 1.05x, 144->24 1.24x; two threads 0.99x, 1.01x,
  *                  1.05x; the next tile alone: 32->16 0.92x and 0.94x)
@@ -112,6 +115,7 @@
 #define DWCY_GEMM_L1_W_BYTES (32 * 1024)
 #define DWCY_GEMM_PACK_PREFETCH 16
 #define DWCY_GEMM_PANEL_PREFETCH 64
+#define DWCY_DW_STREAM_BYTES (20 * 1024 * 1024)
 #define DWCY_STREAM_BYTES (8 * 1024 * 1024)
 #define DWCY_GEMM_STREAM_AHEAD 4096
 #define DWCY_BAND_BYTES (128 * 1024)

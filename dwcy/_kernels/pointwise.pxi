@@ -37,6 +37,7 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_GEMM_MR
     int DWCY_GEMM_MR1
     int DWCY_GEMM_SHORT_K
+    int DWCY_STREAM_BYTES
     void dwcy_gemm_f32_mr1x2_panels(Py_ssize_t, const float *, Py_ssize_t, const float *, const float *, float *,
                                     Py_ssize_t, int, int) noexcept
     void dwcy_gemm_f64_mr1x2_panels(Py_ssize_t, const double *, Py_ssize_t, const double *, const double *,
