@@ -96,10 +96,11 @@
  * DWCY_STREAM_BYTES
  *                  pointwise: an input of at least this many bytes comes from memory, not a cache: the tiles
  *                  that read A panel by panel (pointwise.pxi's _gemm_streams) fetch ahead the rows of the tile
- *                  DWCY_GEMM_STREAM_AHEAD bytes of A on (at least the next tile's): a tile's 7 or 14 rows are as many streams, too many for the hardware prefetchers, and a tile of
- *                  a short K runs in less time than memory takes to answer (8 images, against no fetching: one
- *                  thread, 112x112 32->16 1.10x, 56x56 96->24 1.05x, 144->24 1.24x; two threads 0.99x, 1.01x,
- *                  1.05x; the next tile alone: 32->16 0.92x and 0.94x)
+ *                  DWCY_GEMM_STREAM_AHEAD bytes of A on (at least the next tile's): a tile's 7 or 14 rows are as
+ *                  many streams, too many for the hardware prefetchers, and a tile of a short K runs in less
+ *                  time than memory takes to answer (8 images, against no fetching: one thread, 112x112 32->16
+ *                  1.10x, 56x56 96->24 1.05x, 144->24 1.24x; two threads 0.99x, 1.01x, 1.05x; the next tile
+ *                  alone: 32->16 0.92x and 0.94x)
  * DWCY_GEMM_STREAM_AHEAD
  *                  (DWCY_STREAM_BYTES)
  * DWCY_BAND_BYTES  separable: a band of depthwise output rows fills at most this many bytes
@@ -790,9 +791,11 @@ static inline void dwcy_prefetch_share(const void *p, ptrdiff_t bytes, ptrdiff_t
     const ptrdiff_t lo = bytes * part / parts / 64 * 64;
     const ptrdiff_t hi = part + count >= parts ? bytes : bytes * (part + count) / parts / 64 * 64;
     for (ptrdiff_t offset = lo; offset < hi; offset += 64) __builtin_prefetch((const char *)p + offset);
+#if defined(__GNUC__)
     /* A side effect the compiler sees: to gcc, a function that only prefetches has none, and gcc 12 dropped
      * every call to a caller of this one (_dw_fetch_ahead) that it did not inline. */
     __asm__ __volatile__("");
+#endif
 }
 
 /* Every row kind has narrow tiles (TILE##n) where this level has them; the 3-wide kernels of stride 1 and 2
