@@ -257,9 +257,9 @@ cdef inline void _dw_fetch_ahead(const DwRow *r, const DwGeometry *g, Py_ssize_t
     """Fetch columns [iw, iw + columns) of the rows r.ahead (the input rows that the next output row or pair will
     read first), as a tile reads those columns of its own rows: the share of channel blocks [block, block +
     count) of ``blocks``, so that each tile over those columns fetches a little. All of them before the first
-    tile, the fetches held up the tiles' own loads: 8 images, against that, one thread / two, 112x112x96 stride
-    2 1.6x / 1.6x faster, 56x56x144 1.35x / 1.35x, 112x112x96 1.1x / 1.1x, 112x112x32 1.0x / 0.92x,
-    56x56x144 stride 2 1.0x / 0.92-1.0x."""
+    tile, the fetches held up the tiles' own loads: 8 images, against that, one thread 112x112x96 stride 2 1.6x
+    faster, 56x56x144 1.35x, 112x112x96 1.1x, 112x112x32 1.0x; two threads (whose timings here move between
+    phases) 1.5-1.6x, 0.9-1.35x, 1.1x, 0.92x."""
     cdef const floating *row = <const floating *>r.ahead + iw * g.c
     cdef Py_ssize_t j
     for j in range(r.ahead_rows):

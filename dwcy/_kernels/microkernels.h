@@ -90,7 +90,7 @@
  *                  its input comes from memory (depthwise.pxi's _dw_streams), and the tiles of an output row
  *                  (or pair) fetch the input rows that the next one reads first, at the columns they read, each
  *                  tile a share (_dw_fetch_ahead). On Zen 5, 8 images, one thread, against no fetching:
- *                  56x56x144 (28.9 MB) 1.3x faster, 112x112x32 (25.7 MB) 1.1-1.25x; but fetched from L3, one
+ *                  56x56x144 (28.9 MB) 1.3x faster, 112x112x32 (25.7 MB) 1.05-1.1x; but fetched from L3, one
  *                  image of 112x112x96 stride 2 (6 MB) ran 1.4x slower, 8 of 56x56x144 stride 2 (18 MB) 1.1x
  *                  on one thread and 1.3x on two (the hardware's prefetchers keep up with L3 alone).
  * DWCY_STREAM_BYTES
