@@ -67,8 +67,9 @@ def time_interleaved(functions, timing, settle=None):
     Each round runs every function in turn for one block: untimed for ``settle`` seconds (default ``SETTLE``; at
     least one call), so the threads of the previous function's pool are asleep and the one-off costs (OpenMP
     starting its threads, page faults on fresh buffers) are paid, then timed. Alternating rounds make the noise
-    of a shared machine (a busy neighbour, a clock change) hit every function alike, so their ratio holds when absolute times drift; the median ignores
-    the calls a neighbour spoiled. (Blocks, not calls, alternate: see ``SETTLE``.)
+    of a shared machine (a busy neighbour, a clock change) hit every function alike, so their ratio holds when
+    absolute times drift; the median ignores the calls a neighbour spoiled. (Blocks, not calls, alternate: see
+    ``SETTLE``.)
     """
     settle = SETTLE if settle is None else settle
     samples = [[] for _ in functions]

@@ -47,8 +47,8 @@ cdef extern from "microkernels.h" nogil:
     int DWCY_LANES_F32
     int DWCY_LANES_F64
     int DWCY_DW_STREAM_BYTES
-    void dwcy_prefetch_share(const void *p, Py_ssize_t bytes, Py_ssize_t part, Py_ssize_t count,
-                             Py_ssize_t parts) noexcept
+    void dwcy_prefetch_share(const void *p, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t bytes, Py_ssize_t part,
+                             Py_ssize_t count, Py_ssize_t parts) noexcept
     void dwcy_dw_f32_mx1(const float *x, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t pix_step,
                         const float *w, Py_ssize_t w_row_step, Py_ssize_t w_block_step, int nkh, int nkw,
                         const float *bias, float *y, Py_ssize_t y_pix_step, int activation) noexcept
@@ -260,10 +260,8 @@ cdef inline void _dw_fetch_ahead(const DwRow *r, const DwGeometry *g, Py_ssize_t
     tile, the fetches held up the tiles' own loads: 8 images, against that, one thread 112x112x96 stride 2 1.6x
     faster, 56x56x144 1.35x, 112x112x96 1.1x, 112x112x32 1.0x; two threads (whose timings here move between
     phases) 1.5-1.6x, 0.9-1.35x, 1.1x, 0.92x."""
-    cdef const floating *row = <const floating *>r.ahead + iw * g.c
-    cdef Py_ssize_t j
-    for j in range(r.ahead_rows):
-        dwcy_prefetch_share(row + j * g.w * g.c, columns * g.c * sizeof(floating), block, count, blocks)
+    dwcy_prefetch_share(<const floating *>r.ahead + iw * g.c, r.ahead_rows, g.w * g.c * sizeof(floating),
+                        columns * g.c * sizeof(floating), block, count, blocks)
 
 
 cdef inline bint _dw_pairs(const DwGeometry *g) noexcept nogil:

@@ -783,14 +783,18 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
-/* Fetch share [part, part + count) of `parts` even shares of the `bytes` from p on into the cache, a line at a
- * time (depthwise.pxi's _dw_fetch_ahead). */
-static inline void dwcy_prefetch_share(const void *p, ptrdiff_t bytes, ptrdiff_t part, ptrdiff_t count,
-                                       ptrdiff_t parts)
+/* Fetch share [part, part + count) of `parts` even shares of the `bytes` from p on, and as much of each of the
+ * `rows` - 1 rows after it (`stride` bytes apart), into the cache, a line at a time (depthwise.pxi's
+ * _dw_fetch_ahead). */
+static inline void dwcy_prefetch_share(const void *p, ptrdiff_t rows, ptrdiff_t stride, ptrdiff_t bytes,
+                                       ptrdiff_t part, ptrdiff_t count, ptrdiff_t parts)
 {
     const ptrdiff_t lo = bytes * part / parts / 64 * 64;
     const ptrdiff_t hi = part + count >= parts ? bytes : bytes * (part + count) / parts / 64 * 64;
-    for (ptrdiff_t offset = lo; offset < hi; offset += 64) __builtin_prefetch((const char *)p + offset);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const char *row = (const char *)p + r * stride;
+        for (ptrdiff_t offset = lo; offset < hi; offset += 64) __builtin_prefetch(row + offset);
+    }
 #if defined(__GNUC__)
     /* A side effect the compiler sees: to gcc, a function that only prefetches has none, and gcc 12 dropped
      * every call to a caller of this one (_dw_fetch_ahead) that it did not inline. */
