@@ -3,10 +3,14 @@
 ``dwcy-unfused`` is dwcy.depthwise_conv2d then dwcy.pointwise_conv2d, the intermediate tensor going through
 memory: the ratio to it is what fusing gains; ``dwcy-prepared`` is dwcy.Separable, its weights packed
 once. ``extra_info["min_bytes"]`` counts the fused call's traffic (no intermediate). See ``test_bench_depthwise.py``
-for how to run and read these benchmarks.
+for how to run and read these benchmarks, and ``fusion_floor.py`` for the most fusing can gain here.
 """
 
+import numpy as np
+import pytest
+
 import dwcy
+import fusion_floor
 from _bench import Implementation, parametrize, prepared
 from dwcy._layers import BENCHMARK_LAYERS, unfused_separable_conv2d
 
@@ -24,3 +28,13 @@ IMPLEMENTATIONS = (
 @parametrize(BENCHMARK_LAYERS["separable"], IMPLEMENTATIONS)
 def test_separable(measure, problem, threads, implementation):
     measure(implementation, problem, threads)
+
+
+@pytest.mark.parametrize("block", BENCHMARK_LAYERS["separable"], ids=lambda block: block.name)
+def test_fusion_floor_computes_the_block(block):
+    """fusion_floor.py's floor runs the block's two stages on a band of rows (or the whole image): its output is the
+    block's on that band, and the fixed-cost calls run."""
+    band, fixed, bands = fusion_floor.band_calls(block)
+    assert bands >= 1
+    fixed()
+    np.testing.assert_allclose(band(), band.expected(), **block.tolerance(np.float32))
