@@ -38,3 +38,12 @@ def test_fusion_floor_computes_the_block(block):
     assert bands >= 1
     fixed()
     np.testing.assert_allclose(band(), band.expected(), **block.tolerance(np.float32))
+
+
+def test_fusion_ceiling_is_a_gain():
+    """fusion_floor.py's ceiling: perfect kernels plus the intermediate's traffic, over perfect kernels (> 1)."""
+    block = BENCHMARK_LAYERS["separable"][0]
+    try:
+        assert fusion_floor.ceiling(block, 1, fma_peak=1e12) > 1
+    except fusion_floor.roofline.CompilerMissing as error:
+        pytest.skip(str(error))
