@@ -180,3 +180,30 @@ def test_calls_that_differ_from_the_last_get_their_own_geometry(rng):
                            [i % len(calls) for i in range(200)])
         for i, result in results:
             np.testing.assert_array_equal(result, expected[i], str(calls[i][2]))
+
+
+def test_a_call_that_interrupts_the_memo_update_leaves_it_whole(monkeypatch):
+    """Another thread may run while a call reads its new geometry (Python code: the output shape is a property);
+    the memo of the last geometry must then hold one call's geometry, not x's shape with the other's output
+    (which once made the next call on x write past the end of its ``out``). The other thread is a call made
+    from inside that property."""
+    small, large = np.ones((1, 8, 8, 4), np.float32), np.ones((1, 12, 12, 4), np.float32)
+    weight = np.ones((3, 3, 4), np.float32)
+    prepared = dwcy.Depthwise(weight)
+    for call in (lambda x, **kw: dwcy.depthwise_conv2d(x, weight, **kw), prepared):
+        call(small), call(large)  # both geometries in dwcy._args' cache: the interruption comes at the memo
+        out_shape = dwcy._args.DepthwiseGeometry.out_shape
+        armed = [True]
+
+        def interrupted(geometry):
+            if armed.pop() if armed else False:
+                call(large)  # what a second thread may do at this moment
+            return out_shape.fget(geometry)
+        monkeypatch.setattr(dwcy._args.DepthwiseGeometry, "out_shape", property(interrupted))
+        call(small)
+        monkeypatch.setattr(dwcy._args.DepthwiseGeometry, "out_shape", out_shape)
+        buffer = np.full(6 * 6 * 4 + 1024, -1, np.float32)
+        out = buffer[:6 * 6 * 4].reshape(1, 6, 6, 4)
+        assert call(small, out=out) is out and call(small).shape == (1, 6, 6, 4)
+        assert (buffer[out.size:] == -1).all()
+        np.testing.assert_array_equal(out, 9)

@@ -110,11 +110,12 @@ cdef tuple _fast_geometry(object x, object weight, int type_num, object stride, 
     except (TypeError, ValueError, OverflowError):
         return None
     g[0] = _geometry(geometry, 0)
+    cdef tuple out_shape = geometry.out_shape  # (a property: Python code, during which another thread may run)
+    # From here to the end no Python code runs, so no other thread sees the memo half changed (_GeometryMemo).
     memo.dims[0] = 0  # no match while it changes
-    memo.stride, memo.padding, memo.dilation, memo.g = stride, padding, dilation, g[0]
-    memo.out_shape = geometry.out_shape
+    memo.stride, memo.padding, memo.dilation, memo.g, memo.out_shape = stride, padding, dilation, g[0], out_shape
     memcpy(memo.dims, dims, sizeof(dims))
-    return memo.out_shape
+    return out_shape
 
 
 cdef object _pointwise_shape(Py_ssize_t n, Py_ssize_t h, Py_ssize_t w, Py_ssize_t cout):
