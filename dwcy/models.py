@@ -407,14 +407,19 @@ class MobileNetV2:
 
     # running
     def _input(self, x):
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"x: expected a float array (converted to {self.dtype}), got dtype {x.dtype}")
+        x = self._floats(x)
         cin = self.stages[0].layers[0].weight.shape[2]
         if x.ndim != 4 or x.shape[3] != cin:
             raise ValueError(f"x: expected shape (N, H, W, {cin}) (NHWC), got {x.shape}")
         if x.shape[0] == 0:
             raise ValueError(f"x: expected at least one image, got shape {x.shape}")
+        return x
+
+    def _floats(self, x):
+        """x as a C-contiguous array of the model's dtype; a TypeError for an array of anything but floats."""
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"x: expected a float array (converted to {self.dtype}), got dtype {x.dtype}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def __call__(self, x, *, num_threads=None):
@@ -474,8 +479,9 @@ class MobileNetV2:
         return y.reshape(y.shape[0], -1)
 
     def run_stage(self, stage, x, *, num_threads=None):
-        """One stage (an element of ``stages``) on its NHWC input ``x``, as ``model(x)`` runs it."""
-        return self._run_stage(stage, x, self.num_threads if num_threads is None else num_threads)
+        """One stage (an element of ``stages``) on its NHWC input ``x`` (converted to the model's dtype, as
+        ``model(x)`` converts its images), as ``model(x)`` runs it."""
+        return self._run_stage(stage, self._floats(x), self.num_threads if num_threads is None else num_threads)
 
     def reference_stage(self, stage, x):
         """One stage with ``dwcy.reference``, as :meth:`forward_reference` runs it."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import _guard
-from dwcy import models
+from dwcy import kernels, models
 from dwcy._layers import NetworkLayer
 from dwcy.models import STRIDES, MobileNetV2, convert_torch_state_dict
 
@@ -222,6 +222,36 @@ def test_bad_input(model):
         model(np.zeros((1, 0, 0, 3), np.float32))
     with pytest.raises(ValueError, match="num_threads"):
         model(np.zeros((1, 32, 32, 3), np.float32), num_threads=0)
+
+
+def test_run_stage_converts_or_rejects_its_input(model):
+    """A stage on its own takes what the model takes: floats, converted to the model's dtype; anything else is a
+    TypeError (an int32 input once reached the stem's patch kernel as if it were float64)."""
+    stem = model.stages[0]
+    x = images((1, 32, 32, 3))
+    expected = model.run_stage(stem, x)
+    np.testing.assert_array_equal(model.run_stage(stem, x.astype(np.float16).astype(np.float32)),
+                                  model.run_stage(stem, x.astype(np.float16)))
+    assert expected.dtype == np.float32
+    for dtype in (np.int32, np.int8, np.uint8):
+        with pytest.raises(TypeError, match=f"expected a float array.*{np.dtype(dtype).name}"):
+            model.run_stage(stem, x.astype(dtype))
+
+
+def test_im2col_rejects_arrays_it_cannot_use():
+    """The patch kernel checks what it reads and writes itself: one float dtype, C-contiguous 4-D arrays, and an
+    out whose batch and last dimension fit x's patches; else an error, and out untouched."""
+    x, out = images((1, 8, 8, 3)), np.full((1, 4, 4, 27), -1.0, np.float32)
+    bad = [(TypeError, "share a dtype", x.astype(np.int32), out.astype(np.int32)),
+           (TypeError, "share a dtype", x, out.astype(np.float64)),
+           (ValueError, "C-contiguous", x[:, ::2], out[:, :2]),
+           (ValueError, "does not hold", x, out[..., :26].copy()),
+           (ValueError, "does not hold", np.concatenate([x, x]), out)]
+    for error, message, a, b in bad:
+        before = b.copy()
+        with pytest.raises(error, match=message):
+            kernels.im2col(a, 3, 2, 1, b, 1)
+        np.testing.assert_array_equal(b, before)
 
 
 def test_network_layer():

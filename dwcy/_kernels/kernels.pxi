@@ -196,13 +196,22 @@ cpdef pointwise(cnp.ndarray x, cnp.ndarray weight, object bias, cnp.ndarray out,
 def im2col(cnp.ndarray x, int kernel, int stride, int padding, cnp.ndarray out, int num_threads):
     """The patches of x (N, H, W, C) into out (N, OH, OW, K*K*C), taps in (kh, kw, c) order, zero where they
     fall in the padding: a KxK convolution of x is then a pointwise one of out. The caller (models.py) gives
-    C-contiguous arrays of one float dtype and out of the shape that kernel, stride and padding make. Returns
-    out."""
+    C-contiguous arrays of one float dtype and out of the shape that kernel, stride and padding make; arrays
+    that could not be read or written safely raise (TypeError, ValueError). Returns out."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if not (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE) or cnp.PyArray_TYPE(out) != t:
+        raise TypeError(f"im2col: x and out must share a dtype, float32 or float64; got {x.dtype} and {out.dtype}")
+    if not (x.ndim == 4 and out.ndim == 4 and cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_ISCARRAY(out)
+            and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_ISNOTSWAPPED(out)):
+        raise ValueError("im2col: x and out must be 4-D, C-contiguous, aligned and native-endian (out writeable)")
     cdef Py_ssize_t n = x.shape[0], h = x.shape[1], w = x.shape[2], c = x.shape[3]
-    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
+    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]  # (the taps read are checked against h and w)
+    if kernel < 1 or stride < 1 or out.shape[0] != n or out.shape[3] != kernel * kernel * c:
+        raise ValueError(f"im2col: out of shape {(<object>out).shape} does not hold the {kernel}x{kernel} patches "
+                         f"of x of shape {(<object>x).shape}")
     cdef void *xp = _data(x)
     cdef void *yp = _data(out)
-    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+    if t == cnp.NPY_FLOAT:
         with nogil:
             _im2col_run(<const float *>xp, n, h, w, c, oh, ow, kernel, stride, padding, <float *>yp, num_threads)
     else:
