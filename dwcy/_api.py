@@ -164,6 +164,16 @@ def _frozen_copy(a, dtype):
     return copy
 
 
+def _frozen_options(*options):
+    """Options (stride, padding, dilation) as a prepared convolution keeps them: lists, at any depth, made
+    tuples, which a caller cannot change afterwards."""
+    return tuple(_frozen_option(option) for option in options)
+
+
+def _frozen_option(option):
+    return tuple(_frozen_option(part) for part in option) if isinstance(option, (list, tuple)) else option
+
+
 class Pointwise:
     """A pointwise (1x1) convolution whose weights are packed once, for many calls (an inference loop).
 
@@ -192,7 +202,7 @@ class Pointwise:
             raise ValueError(f"weight must have at least one input channel, got shape {weight.shape}")
         _args.activation_code(activation)
         self.weight = _frozen_copy(weight, dtype)
-        self.bias = _frozen_copy(_args._check_bias(bias, weight.shape[1], dtype, "bias"), dtype)
+        self.bias = _frozen_copy(_args._check_bias(bias, weight.shape[1], dtype, "bias", "weight"), dtype)
         self.activation = activation
         self._kernels = _kernels  # the level whose tiles the weights are packed for
         self._prepared = _kernels.prepare(self.weight, self.bias)
@@ -243,8 +253,9 @@ class Depthwise:
         geometry = _depthwise_geometry(weight, stride, padding, dilation, "weight")
         _args.activation_code(activation)
         self.weight = _frozen_copy(weight, dtype)
-        self.bias = _frozen_copy(_args._check_bias(bias, geometry.out_channels, dtype, "bias"), dtype)
-        self.stride, self.padding, self.dilation, self.activation = stride, padding, dilation, activation
+        self.bias = _frozen_copy(_args._check_bias(bias, geometry.out_channels, dtype, "bias", "weight"), dtype)
+        self.stride, self.padding, self.dilation = _frozen_options(stride, padding, dilation)
+        self.activation = activation
         self._kernels = _kernels  # the level whose tiles the weights are packed for
         self._prepared = _kernels.prepare(None, None, self.weight, self.bias)
 
@@ -283,16 +294,18 @@ class Separable:
                  padding="valid", dilation=1, depthwise_activation=None, activation=None):
         dw, dtype = _args._as_array(depthwise_weight, "depthwise_weight")
         geometry = _depthwise_geometry(dw, stride, padding, dilation, "depthwise_weight")
-        pw = _args._pointwise_weight(pointwise_weight, geometry.out_channels, dtype, "pointwise_weight")
+        pw = _args._pointwise_weight(pointwise_weight, geometry.out_channels, dtype, "pointwise_weight",
+                                     "depthwise_weight")
         _args.activation_code(depthwise_activation, "depthwise_activation")
         _args.activation_code(activation, "activation")
         self.depthwise_weight = _frozen_copy(dw, dtype)
         self.pointwise_weight = _frozen_copy(pw, dtype)
         self.depthwise_bias = _frozen_copy(
-            _args._check_bias(depthwise_bias, geometry.out_channels, dtype, "depthwise_bias"), dtype)
-        self.pointwise_bias = _frozen_copy(_args._check_bias(pointwise_bias, pw.shape[1], dtype, "pointwise_bias"),
-                                           dtype)
-        self.stride, self.padding, self.dilation = stride, padding, dilation
+            _args._check_bias(depthwise_bias, geometry.out_channels, dtype, "depthwise_bias", "depthwise_weight"),
+            dtype)
+        self.pointwise_bias = _frozen_copy(
+            _args._check_bias(pointwise_bias, pw.shape[1], dtype, "pointwise_bias", "depthwise_weight"), dtype)
+        self.stride, self.padding, self.dilation = _frozen_options(stride, padding, dilation)
         self.depthwise_activation, self.activation = depthwise_activation, activation
         self._kernels = _kernels  # the level whose tiles the weights are packed for
         self._prepared = _kernels.prepare(self.pointwise_weight, self.pointwise_bias, self.depthwise_weight,

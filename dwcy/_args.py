@@ -178,25 +178,27 @@ def resolve_padding(padding, in_hw, kernel_hw, stride, dilation):
 # ---------------------------------------------------------------------------------------------- arrays
 
 
-def _check_dtype(dtype, name, expected=None):
+def _check_dtype(dtype, name, expected=None, reference="x"):
+    """A TypeError unless ``dtype`` is a supported one, or (``expected``) that of the array named ``reference``."""
     if expected is None:
         if dtype not in DTYPES:
             raise TypeError(f"{name} has dtype {dtype}; dwcy supports float32 and float64")
     elif dtype != expected:
         raise TypeError(
-            f"{name} has dtype {dtype} but x has dtype {expected}: x, the weights, bias and out must share "
-            "one dtype (float32 or float64)"
+            f"{name} has dtype {dtype} but {reference} has dtype {expected}: x, the weights, bias and out must "
+            "share one dtype (float32 or float64)"
         )
 
 
-def _as_array(a, name, expected_dtype=None):
-    """An ndarray of a supported, native-order dtype (or ``expected_dtype``); no copy when already so."""
+def _as_array(a, name, expected_dtype=None, reference="x"):
+    """An ndarray of a supported, native-order dtype (or ``expected_dtype``, the dtype of the array named
+    ``reference``); no copy when already so."""
     if type(a) is not np.ndarray:
         a = np.asarray(a)
     dtype = a.dtype
     if not dtype.isnative:
         dtype = dtype.newbyteorder("=")
-    _check_dtype(dtype, name, expected_dtype)
+    _check_dtype(dtype, name, expected_dtype, reference)
     return a, dtype
 
 
@@ -212,10 +214,10 @@ def _shape_str(shape):
     return str(tuple(shape))
 
 
-def _check_bias(bias, length, dtype, name):
+def _check_bias(bias, length, dtype, name, reference="x"):
     if bias is None:
         return None
-    bias, _ = _as_array(bias, name, dtype)
+    bias, _ = _as_array(bias, name, dtype, reference)
     if bias.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},), got {_shape_str(bias.shape)}")
     return _kernel_ready(bias, dtype)
@@ -378,8 +380,8 @@ class SeparableArgs(NamedTuple):
         return self.depthwise.geometry.out_shape[:3] + (self.pointwise_weight.shape[1],)
 
 
-def _pointwise_weight(weight, cin, dtype, name):
-    weight, _ = _as_array(weight, name, dtype)
+def _pointwise_weight(weight, cin, dtype, name, reference="x"):
+    weight, _ = _as_array(weight, name, dtype, reference)
     if weight.ndim == 4:
         if weight.shape[:2] != (1, 1):
             raise ValueError(f"a 4-D {name} must be (1, 1, Cin, Cout), got {_shape_str(weight.shape)}")

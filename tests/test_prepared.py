@@ -191,6 +191,34 @@ def test_options_of_other_forms(rng, kind):
     assert_bitwise_equal(conv(x), expected, "again")
 
 
+@pytest.mark.parametrize("kind", ["depthwise", "separable"])
+def test_options_are_kept_as_made(rng, kind):
+    """A prepared object keeps its options as they were when it was made: changing the caller's lists afterwards
+    changes nothing."""
+    stride, padding, dilation = [1, 2], [[1, 2], [0, 1]], [2, 1]
+    conv, function = _prepared_and_function(rng, kind, dict(stride=stride, padding=padding, dilation=dilation))
+    x = rng.standard_normal((2, 12, 13, 40)).astype(np.float32)
+    expected = function(x)
+    stride[0], padding[0][0], dilation[0] = 3, -1, 5
+    assert_bitwise_equal(conv(x), expected)
+    assert (conv.stride, conv.padding, conv.dilation) == ((1, 2), ((1, 2), (0, 1)), (2, 1))
+
+
+def test_constructors_name_the_weight_a_dtype_must_match(rng):
+    """Made without an x, a prepared object's dtype errors name the weight whose dtype the others must share."""
+    _, weight, bias = pointwise_inputs(rng, np.dtype(np.float32))
+    with pytest.raises(TypeError, match="^bias has dtype float64 but weight has dtype float32"):
+        dwcy.Pointwise(weight, bias.astype(np.float64))
+    _, weight, bias = depthwise_inputs(rng, np.dtype(np.float32))
+    with pytest.raises(TypeError, match="^bias has dtype float64 but weight has dtype float32"):
+        dwcy.Depthwise(weight, bias.astype(np.float64))
+    arrays = separable_inputs(rng, np.dtype(np.float32))
+    del arrays["x"]
+    for name in ("pointwise_weight", "depthwise_bias", "pointwise_bias"):
+        with pytest.raises(TypeError, match=f"^{name} has dtype float64 but depthwise_weight has dtype float32"):
+            dwcy.Separable(**{**arrays, name: arrays[name].astype(np.float64)})
+
+
 def test_pointwise_errors(rng):
     x, weight, bias = pointwise_inputs(rng, np.dtype(np.float32))
     conv = dwcy.Pointwise(weight, bias)
