@@ -341,9 +341,13 @@ cdef class _Recycled:
         if _recycled is None:  # (the module is being torn down)
             return
         _recycled.append(self.buf)
-        cdef Py_ssize_t kept = sum([cnp.PyArray_NBYTES(b) for b in _recycled])
-        while len(_recycled) > RECYCLE_MAX_BUFFERS or kept > RECYCLE_MAX_BYTES:
-            kept -= cnp.PyArray_NBYTES(_recycled.pop(0))
+        # Counted without allocating (an allocation may run the garbage collector, and another __dealloc__
+        # within this one).
+        cdef Py_ssize_t i, kept = 0
+        for i in range(len(_recycled)):
+            kept += cnp.PyArray_NBYTES(<cnp.ndarray>_recycled[i])
+        while _recycled and (len(_recycled) > RECYCLE_MAX_BUFFERS or kept > RECYCLE_MAX_BYTES):
+            kept -= cnp.PyArray_NBYTES(<cnp.ndarray>_recycled.pop(0))
 
 
 cdef cnp.ndarray _take_recycled(Py_ssize_t size):
