@@ -17,6 +17,7 @@
 #define DWCY_MICROKERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- the tile table, per SIMD level */
@@ -783,6 +784,43 @@ typedef enum {
         else if (whole) TILE(DWCY_DW_FIXED_ARGS);                                                             \
         else TILE##_masked(DWCY_DW_FIXED_ARGS);                                                               \
     } while (0)
+/* Are all `n` values from v on finite? NaN and +-Inf are the values whose exponent bits are all ones: with those
+ * bits kept and the lowest of them added once more, they alone carry into the sign bit. Integer and, add and or
+ * only, in two independent vector accumulators: a float compare per value, as gcc vectorized it from
+ * depthwise.pxi, took half a microsecond for a 3x3 weight of 960 channels, 7 % of a 7x7x960 call. */
+#define DWCY_ALL_FINITE(NAME, T, U, EXPONENT, LOWEST)                                                           \
+    static inline int NAME(const T *v, ptrdiff_t n)                                                           \
+    {                                                                                                         \
+        U bad = 0;                                                                                            \
+        ptrdiff_t i = 0;                                                                                      \
+        DWCY_ALL_FINITE_VECTORS(U, EXPONENT, LOWEST)                                                          \
+        for (; i < n; i++) {                                                                                  \
+            U u;                                                                                              \
+            memcpy(&u, v + i, sizeof u);                                                                      \
+            bad |= (u & EXPONENT) + LOWEST;                                                                   \
+        }                                                                                                     \
+        return !(bad >> (8 * sizeof(U) - 1));                                                                 \
+    }
+#if DWCY_VECTOR_EXTENSIONS
+#define DWCY_ALL_FINITE_VECTORS(U, EXPONENT, LOWEST)                                                           \
+    typedef U vector __attribute__((vector_size(DWCY_VBYTES)));                                               \
+    const ptrdiff_t lanes = DWCY_VBYTES / sizeof(U);                                                          \
+    vector bad0 = {0}, bad1 = {0};                                                                            \
+    for (; i + 2 * lanes <= n; i += 2 * lanes) {                                                              \
+        vector a, b;                                                                                          \
+        memcpy(&a, v + i, DWCY_VBYTES);                                                                       \
+        memcpy(&b, v + i + lanes, DWCY_VBYTES);                                                               \
+        bad0 |= (a & EXPONENT) + LOWEST;                                                                      \
+        bad1 |= (b & EXPONENT) + LOWEST;                                                                      \
+    }                                                                                                         \
+    bad0 |= bad1;                                                                                             \
+    for (ptrdiff_t l = 0; l < lanes; l++) bad |= bad0[l];
+#else
+#define DWCY_ALL_FINITE_VECTORS(U, EXPONENT, LOWEST)
+#endif
+DWCY_ALL_FINITE(dwcy_all_finite_f32, float, uint32_t, 0x7f800000u, 0x00800000u)
+DWCY_ALL_FINITE(dwcy_all_finite_f64, double, uint64_t, 0x7ff0000000000000u, 0x0010000000000000u)
+
 /* Fetch share [part, part + count) of `parts` even shares of the `bytes` from p on, and as much of each of the
  * `rows` - 1 rows after it (`stride` bytes apart), into the cache, a line at a time (depthwise.pxi's
  * _dw_fetch_ahead). */
