@@ -13,13 +13,15 @@
 
 cdef extern from "microkernels.h" nogil:
     int DWCY_BAND_BYTES
+    int DWCY_BAND_MIN_ROWS
     int DWCY_FUSE_MIN_BYTES
 
 
 cdef inline Py_ssize_t _band_rows(const DwGeometry *g, Py_ssize_t itemsize, int threads) noexcept nogil:
-    """Output rows per band: what fits DWCY_BAND_BYTES, fewer when that leaves threads without a band."""
+    """Output rows per band: what fits DWCY_BAND_BYTES, or DWCY_BAND_MIN_ROWS if more; fewer when that leaves
+    threads without a band."""
     cdef Py_ssize_t row_bytes = g.ow * g.c * g.m * itemsize
-    cdef Py_ssize_t rows = max(1, DWCY_BAND_BYTES // row_bytes)
+    cdef Py_ssize_t rows = max(DWCY_BAND_MIN_ROWS, DWCY_BAND_BYTES // row_bytes)
     cdef Py_ssize_t bands_wanted = (2 * threads + g.n - 1) // g.n  # per image
     rows = min(rows, (g.oh + bands_wanted - 1) // bands_wanted)
     return max(1, rows)
