@@ -7,7 +7,7 @@ import numpy as np
 cimport cython
 cimport numpy as cnp
 from cpython.ref cimport Py_INCREF
-from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport uintptr_t
 from cython cimport floating
 from cython.parallel cimport parallel
 
