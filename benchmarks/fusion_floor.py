@@ -45,11 +45,12 @@ def band_calls(block):
     rows of one image, ``fixed()`` the same kinds of call on one pixel of 16 channels (their fixed cost), and
     ``bands`` is the number of such bands in one image. ``band.expected()`` is the float64 reference of the band."""
     x, dw_weight, pw_weight, dw_bias, pw_bias = block.make_inputs(1, np.float32)
-    _, out_h, out_w, channels = block.depthwise.output_shape(1)
-    rows = max(1, BAND_BYTES // (out_w * channels * x.itemsize))
-    keywords = dict(block.keywords, padding=((0, 0), (1, 1)))
+    out_h = block.depthwise.output_shape(1)[1]
+    rows = max(1, BAND_BYTES * out_h // _intermediate_bytes(block, 1))
+    kernel = block.depthwise.kernel
+    keywords = dict(block.keywords, padding=((0, 0), (kernel // 2, kernel // 2)))
     if rows < out_h:  # the band's input rows, from the top (no vertical padding)
-        x_band = np.ascontiguousarray(x[:, :(rows - 1) * block.stride + 3])
+        x_band = np.ascontiguousarray(x[:, :(rows - 1) * block.stride + kernel])
     else:  # the whole image
         x_band, rows, keywords["padding"] = x, out_h, block.keywords["padding"]
     band = _stages(x_band, dw_weight, pw_weight, dw_bias, pw_bias, **keywords)
@@ -88,11 +89,16 @@ def measure(block, batch, seconds):
     return {**best, "floor": floor}
 
 
+def _intermediate_bytes(block, batch):
+    """Bytes of the block's intermediate tensor (float32) on ``batch`` images."""
+    return math.prod(block.depthwise.output_shape(batch)) * np.dtype(np.float32).itemsize
+
+
 def ceiling(block, batch, fma_peak):
     """The most fusing could gain with perfect kernels: both stages at the FMA peak (``fma_peak`` FLOP/s), and
     the unfused pair's intermediate written and read back on top, none of it overlapped, at the copy bandwidth
     of the cache level that holds it (roofline.py's probe): ``(flops time + traffic time) / flops time``."""
-    traffic = 2 * math.prod(block.depthwise.output_shape(batch)) * np.dtype(np.float32).itemsize
+    traffic = 2 * _intermediate_bytes(block, batch)
     copy_bandwidth, _ = roofline.measure_bandwidth(traffic)
     flops_time = block.flops(batch) / fma_peak
     return (flops_time + traffic / copy_bandwidth) / flops_time
@@ -116,7 +122,7 @@ def main(argv=None):
     for batch in (int(b) for b in args.batch.split(",")):
         for block in BENCHMARK_LAYERS["separable"]:
             t = measure(block, batch, seconds)
-            mib = math.prod(block.depthwise.output_shape(batch)) * 4 / 2**20
+            mib = _intermediate_bytes(block, batch) / 2**20
             most = f"{ceiling(block, batch, fma_peak):.2f}x" if fma_peak else "n/a"
             print(f"| {block.name} | {batch} | {mib:.1f} MiB | {t['unfused'] * 1e6:.0f} | {t['fused'] * 1e6:.0f} | "
                   f"{t['floor'] * 1e6:.0f} | {t['unfused'] / t['fused']:.2f}x | {t['unfused'] / t['floor']:.2f}x | "
