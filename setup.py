@@ -10,6 +10,8 @@ Environment switches:
                     CPU of its level, only instruction scheduling changes)
   DWCY_NO_OPENMP=1  build without OpenMP (kernels then run single-threaded; show_config() says so)
   DWCY_DEBUG=1      Cython bounds checks on, -O0 -g
+  DWCY_PLAIN_C=1    the tiles' plain-C fallback (what compilers without GCC/Clang vector extensions, MSVC, get)
+                    instead of their vector code: slower, for testing that fallback with gcc or clang
   DWCY_SANITIZE=address,undefined
                     build with -fsanitize=... -fno-omit-frame-pointer (gcc, clang); see the README's
                     developer section for running the tests under it
@@ -177,6 +179,8 @@ class BuildExt(build_ext):
                 print(f"dwcy: the compiler cannot build the {level} kernels; leaving them out", file=sys.stderr)
                 continue
             flags = compile_args + simd + openmp_compile
+            if _env_flag("DWCY_PLAIN_C", "0"):
+                flags = flags + ["/DDWCY_NO_VECTOR_EXTENSIONS" if msvc else "-DDWCY_NO_VECTOR_EXTENSIONS"]
             ext.extra_compile_args = flags + ext.extra_compile_args
             ext.extra_link_args = link_args + openmp_link + ext.extra_link_args
             ext.define_macros.append(("DWCY_BUILD_FLAGS", '"%s"' % " ".join(flags).replace('"', "")))

@@ -7,10 +7,13 @@ agreement is promised across thread counts, not across levels: FMA and tile size
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +62,26 @@ def test_each_module_is_compiled_for_its_level(level):
         assert "-mavx2" in info["flags"] or "/arch:AVX2" in info["flags"], info
     if level == "avx512":
         assert "-mavx512f" in info["flags"] or "/arch:AVX512" in info["flags"], info
+
+
+@pytest.mark.parametrize("level", USABLE)
+def test_the_plain_c_tiles_compile_with_each_level_flags(tmp_path, level):
+    # The tiles' plain-C version, what a compiler without vector extensions (MSVC) builds, is otherwise compiled
+    # only by DWCY_PLAIN_C=1 builds: the AVX-512 row of the tile table once asked it for tiles that exist only as
+    # vector code. Its sums are checked by running the suite against such a build (README, "Developing").
+    flags = dwcy.kernels.load(level).build_info()["flags"].split()
+    if any(flag.startswith("/") for flag in flags):
+        pytest.skip("built by MSVC, which compiles the plain-C tiles anyway")
+    source = tmp_path / "plain.c"
+    source.write_text('#include "microkernels.h"\n')
+    headers = Path(dwcy.kernels.__file__).parent / "_kernels"  # installed with the package (pyproject.toml)
+    command = shlex.split(sysconfig.get_config_var("CC") or "cc") + flags + [
+        "-DDWCY_NO_VECTOR_EXTENSIONS", "-Wall", "-Werror", "-fsyntax-only", "-I", str(headers), str(source)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        pytest.skip(f"no C compiler ({command[0]})")
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_best_usable_level_is_the_default():

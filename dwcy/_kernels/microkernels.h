@@ -20,6 +20,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The tiles are written with GCC/Clang vector extensions; other compilers (MSVC), or a build with
+ * DWCY_NO_VECTOR_EXTENSIONS defined (setup.py's DWCY_PLAIN_C=1, which tests this path with gcc), get the
+ * plain-C fallback of each tile, and no tile that exists only as vector code (DWCY_DW_DUP2, DWCY_DW_ROWS2). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(DWCY_NO_VECTOR_EXTENSIONS)
+#define DWCY_VECTOR_EXTENSIONS 1
+#else
+#define DWCY_VECTOR_EXTENSIONS 0
+#endif
+
 /* ---------------------------------------------------------------- the tile table, per SIMD level */
 #define DWCY_VBYTES 64
 /*
@@ -140,8 +149,8 @@
  * 28x28x192 stride 2 ran 1.1-1.25x faster; but 16 channels (1 block) 0.9x, and 32 (2 blocks) 0.82x, and on 8
  * images of 112x112x32, whose rows come from memory, 0.56-0.65x (0.8 -> 1.4 ms) */
 #define DWCY_DW_ALIGN_MIN_BLOCKS 3
-#define DWCY_DW_DUP2 1
-#define DWCY_DW_ROWS2 1
+#define DWCY_DW_DUP2 DWCY_VECTOR_EXTENSIONS
+#define DWCY_DW_ROWS2 DWCY_VECTOR_EXTENSIONS
 #define DWCY_GEMM_MR 14  /* 14 x 2 accumulators + 2 weight vectors + a broadcast of 32 zmm */
 #define DWCY_GEMM_MR1 7
 #define DWCY_GEMM_SHORT_K 64
@@ -183,14 +192,36 @@
 #define DWCY_LANES_F32 ((int)(DWCY_VBYTES / sizeof(float)))
 #define DWCY_LANES_F64 ((int)(DWCY_VBYTES / sizeof(double)))
 
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(DWCY_NO_VECTOR_EXTENSIONS)
-#define DWCY_VECTOR_EXTENSIONS 1
+#if DWCY_VECTOR_EXTENSIONS
 typedef float dwcy_vf32 __attribute__((vector_size(DWCY_VBYTES)));
 typedef double dwcy_vf64 __attribute__((vector_size(DWCY_VBYTES)));
 typedef int dwcy_vi32 __attribute__((vector_size(DWCY_VBYTES)));
 typedef long long dwcy_vi64 __attribute__((vector_size(DWCY_VBYTES)));
+#endif
+
+/* Fetch the cache line at p into the cache (a hint: nothing where the compiler has no way to say it). */
+#if defined(__GNUC__) || defined(__clang__)
+#define DWCY_PREFETCH(p) __builtin_prefetch(p)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define DWCY_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #else
-#define DWCY_VECTOR_EXTENSIONS 0
+#define DWCY_PREFETCH(p) ((void)(p))
+#endif
+
+/*
+ * x * y + acc in scalar code: rounded once (an FMA) where the target has fused multiply-adds, as the vector
+ * code's x * y + acc, which the compiler contracts into one there; rounded twice where it has none. Not left to
+ * the compiler: gcc contracted some of the plain-C tiles' sums and not others (DWCY_PLAIN_C=1, avx2, float64:
+ * the same rows summed by two tiles differed in the last bit).
+ */
+#if defined(__FP_FAST_FMAF) || defined(__FP_FAST_FMA) || (defined(_MSC_VER) && defined(__AVX2__))
+#include <math.h>
+#define DWCY_MADD_float(x, y, acc) fmaf(x, y, acc)
+#define DWCY_MADD_double(x, y, acc) fma(x, y, acc)
+#else
+#define DWCY_MADD_float(x, y, acc) ((x) * (y) + (acc))
+#define DWCY_MADD_double(x, y, acc) ((x) * (y) + (acc))
 #endif
 
 /* Fully unroll a loop over a tile's pixels, rows or vectors, so that its accumulators live in registers. */
@@ -684,9 +715,9 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
                     for (int i = 0; i < nkh; i++)                                                          \
                         for (int j = 0; j < KW; j++) {                                                     \
                             const int q = p * SW + j * DW;                                                 \
-                            if (q >= q_lo && q < q_hi)                                                     \
-                                acc += x[i * row_step + (iw0 + q + on) * col_step + v * lanes + l] *       \
-                                       w[v * w_block_step + i * w_row_step + j * lanes + l];               \
+                            const T *xq = x + i * row_step + (iw0 + q + on) * col_step + v * lanes;        \
+                            const T *wq = w + v * w_block_step + i * w_row_step + j * lanes;               \
+                            if (q >= q_lo && q < q_hi) acc = DWCY_MADD_##T(xq[l], wq[l], acc);             \
                         }                                                                                  \
                     y[(p + on) * y_pix_step + v * lanes + l] = dwcy_activate_##T(acc, activation);         \
                 }                                                                                          \
@@ -708,7 +739,8 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
             T acc = bias[c];                                                                              \
             for (int i = 0; i < nkh; i++)                                                                 \
                 for (int j = 0; j < nkw; j++)                                                             \
-                    acc += x[i * row_step + j * col_step + c] * w[i * w_row_step + j * lanes + c];        \
+                    acc = DWCY_MADD_##T(x[i * row_step + j * col_step + c],                               \
+                                        w[i * w_row_step + j * lanes + c], acc);                          \
             y[c] = dwcy_activate_##T(acc, activation);                                                    \
         }                                                                                                 \
     }
@@ -837,7 +869,7 @@ static inline void dwcy_prefetch_share(const void *p, ptrdiff_t rows, ptrdiff_t 
     const ptrdiff_t hi = part + count >= parts ? bytes : bytes * (part + count) / parts / 64 * 64;
     for (ptrdiff_t r = 0; r < rows; r++) {
         const char *row = (const char *)p + r * stride;
-        for (ptrdiff_t offset = lo; offset < hi; offset += 64) __builtin_prefetch(row + offset);
+        for (ptrdiff_t offset = lo; offset < hi; offset += 64) DWCY_PREFETCH(row + offset);
     }
 #if defined(__GNUC__)
     /* A side effect the compiler sees: to gcc, a function that only prefetches has none, and gcc 12 dropped
@@ -1033,13 +1065,13 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
             DWCY_UNROLL for (int j = 0; j < NV; j++) {                                                         \
                 memcpy(&bv[j], b + p * ldb + j * lanes, sizeof(V));                                            \
                 if (packing) { /* W read in place: cold, rows apart; fetch a few rows ahead */                 \
-                    __builtin_prefetch(b + (p + DWCY_GEMM_PACK_PREFETCH) * ldb + j * lanes);                    \
+                    DWCY_PREFETCH(b + (p + DWCY_GEMM_PACK_PREFETCH) * ldb + j * lanes);                        \
                     memcpy(packing + (p * NV + j) * lanes, &bv[j], sizeof(V));                                 \
                 } else if (prefetching)                                                                        \
-                    __builtin_prefetch(b + (p + DWCY_GEMM_PANEL_PREFETCH) * ldb + j * lanes);                   \
+                    DWCY_PREFETCH(b + (p + DWCY_GEMM_PANEL_PREFETCH) * ldb + j * lanes);                       \
             }                                                                                                  \
             if (streaming && p % (64 / (int)sizeof(T)) == 0)                                                   \
-                DWCY_UNROLL for (int i = 0; i < MR; i++) __builtin_prefetch(ahead + i * lda + p);              \
+                DWCY_UNROLL for (int i = 0; i < MR; i++) DWCY_PREFETCH(ahead + i * lda + p);                   \
             DWCY_UNROLL for (int i = 0; i < MR; i++) {                                                         \
                 const V av = DWCY_BROADCAST_##T(ar[i][p]);                                                     \
                 DWCY_UNROLL for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];                              \
@@ -1070,7 +1102,7 @@ DWCY_DEFINE_DW_ROWS2(f64, double, dwcy_vf64)
         for (int i = 0; i < rows; i++)                                                                         \
             for (int j = 0; j < (NV - 1) * lanes + last_cols; j++) {                                           \
                 T acc = first ? bias[j] : c[i * ldc + j];                                                      \
-                for (ptrdiff_t p = 0; p < k; p++) acc += a[i * lda + p] * b[p * ldb + j];                      \
+                for (ptrdiff_t p = 0; p < k; p++) acc = DWCY_MADD_##T(a[i * lda + p], b[p * ldb + j], acc);    \
                 c[i * ldc + j] = dwcy_activate_##T(acc, activation);                                           \
             }                                                                                                  \
     }                                                                                                          \
