@@ -11,7 +11,7 @@ Environment switches:
   DWCY_NO_OPENMP=1  build without OpenMP (kernels then run single-threaded; show_config() says so)
   DWCY_DEBUG=1      Cython bounds checks on, -O0 -g
   DWCY_PLAIN_C=1    the tiles' plain-C fallback (what compilers without GCC/Clang vector extensions, MSVC, get)
-                    instead of their vector code: 30-100x slower, for testing that fallback with gcc or clang
+                    instead of their vector code: 8-14x slower, for testing that fallback with gcc or clang
   DWCY_SANITIZE=address,undefined
                     build with -fsanitize=... -fno-omit-frame-pointer (gcc, clang); see the README's
                     developer section for running the tests under it
