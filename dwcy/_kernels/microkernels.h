@@ -743,7 +743,6 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
                                         int nc, int activation)                                           \
     {                                                                                                     \
         const int lanes = DWCY_VBYTES / sizeof(T);                                                        \
-        T acc[DWCY_VBYTES / sizeof(T)];                                                                   \
         if (nc < lanes / 2) { /* a few channels: each in a register over all its taps */                  \
             for (int c = 0; c < nc; c++) {                                                                \
                 T sum = bias[c];                                                                          \
@@ -755,6 +754,7 @@ static inline dwcy_vf64 dwcy_dup_hi_double(dwcy_vf64 v)
             }                                                                                             \
             return;                                                                                       \
         }                                                                                                 \
+        T acc[DWCY_VBYTES / sizeof(T)]; /* many channels: the innermost loop, vectorized */               \
         for (int c = 0; c < nc; c++) acc[c] = bias[c];                                                    \
         for (int i = 0; i < nkh; i++)                                                                     \
             for (int j = 0; j < nkw; j++) {                                                               \
